@@ -1,0 +1,5 @@
+import sys
+
+from pvbuild.cli import main
+
+sys.exit(main())
