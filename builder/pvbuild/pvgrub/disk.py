@@ -104,6 +104,7 @@ def parse_device(text: str) -> tuple[Device, str]:
     (sane_partition).
     """
     assert text.startswith("(")
+    shown = text.split(")", 1)[0] + ")"
     i = 1
     ch = text[i:i + 1]
     drive: int | None = None
@@ -111,26 +112,26 @@ def parse_device(text: str) -> tuple[Device, str]:
     bsd: int | None = None
     if ch in ("f", "h"):
         if text[i + 1:i + 2] != "d":
-            raise GrubError(Err.NUMBER_PARSING, f"device {text.split(')')[0]})")
+            raise GrubError(Err.NUMBER_PARSING, f"device {shown}")
         i += 2
         parsed = parse_maxint(text, i)
         if parsed is None:
-            raise GrubError(Err.NUMBER_PARSING, f"device {text.split(')')[0]})", code="bad-filename")
+            raise GrubError(Err.NUMBER_PARSING, f"device {shown}", code="bad-filename")
         drive, i = parsed
         if ch == "h":
             drive += HD_BASE
     elif ch not in (",", ")"):
-        raise GrubError(Err.DEV_FORMAT, f"unrecognised device {text.split(')')[0]})", code="bad-filename")
+        raise GrubError(Err.DEV_FORMAT, f"unrecognised device {shown}", code="bad-filename")
     if drive is None:
         # "(,0)" or "()" use the saved drive; PV-GRUB's saved drive is the network drive at that point.
-        raise GrubError(Err.DEV_FORMAT, f"device {text.split(')')[0]}) names no drive", code="bad-filename")
+        raise GrubError(Err.DEV_FORMAT, f"device {shown} names no drive", code="bad-filename")
     if text[i:i + 1] == ",":
         i += 1
         c = text[i:i + 1]
         if c.isdigit():
             parsed = parse_maxint(text, i)
             if not (drive & HD_BASE) or parsed is None or parsed[0] > 254:
-                raise GrubError(Err.DEV_FORMAT, f"bad partition in {text.split(')')[0]})", code="bad-filename")
+                raise GrubError(Err.DEV_FORMAT, f"bad partition in {shown}", code="bad-filename")
             slice_, i = parsed
             if text[i:i + 1] == ",":
                 i += 1
@@ -142,9 +143,9 @@ def parse_device(text: str) -> tuple[Device, str]:
             bsd = ord(c) - ord("a")
             i += 1
         if text[i:i + 1] != ")":
-            raise GrubError(Err.DEV_FORMAT, f"unrecognised device {text.split(')')[0]})", code="bad-filename")
+            raise GrubError(Err.DEV_FORMAT, f"unrecognised device {shown}", code="bad-filename")
     elif text[i:i + 1] != ")":
-        raise GrubError(Err.DEV_FORMAT, f"unrecognised device {text.split(')')[0]})", code="bad-filename")
+        raise GrubError(Err.DEV_FORMAT, f"unrecognised device {shown}", code="bad-filename")
     # sane_partition: hard disks hd0..hd7 only.
     if (drive & 0xFFFFFF7F) >= 8:
         raise GrubError(Err.DEV_VALUES, f"drive number in {text[:i + 1]} is out of range (hd0-hd7)",

@@ -17,6 +17,7 @@ from pvbuild.pvgrub.disk import BOOT_DEVICE, Device, parse_device
 from pvbuild.pvgrub.errors import Err, GrubError
 from pvbuild.pvgrub.files import EmulatorLimit, FileLayer, Opened
 from pvbuild.pvgrub.findings import Finding, error, info, warning
+from pvbuild.pvgrub.kernel import KernelCheck
 from pvbuild.pvgrub.profiles import Profile
 
 MB_CMDLINE_BUFLEN = 0x6000  # shared.h: `kernel` lines longer than this are Error 28
@@ -135,7 +136,7 @@ class Machine:
         self._kernel: Loaded | None = None
         self._module: Loaded | None = None
         self._multiboot = False
-        self._kernel_check: object | None = None
+        self.kernel_check: KernelCheck | None = None
 
     # --- top level -----------------------------------------------------------------------------------
     def run(self) -> Run:
@@ -166,10 +167,10 @@ class Machine:
             try:
                 opened = self.files.open(location, BOOT_DEVICE)
             except GrubError as e:
-                r.search.append((location, f"Error {e.number}: {e.grub_message}" +
-                                 (f" ({e.detail})" if e.detail else "")))
-                if e.code and e.code not in ("file-not-found", "partition-not-found",
-                                             "partition-table-invalid") or (
+                why = f"Error {e.number}: {e.grub_message}" + (f" ({e.detail})" if e.detail else "")
+                r.search.append((location, why))
+                if (e.code and e.code not in ("file-not-found", "partition-not-found",
+                                             "partition-table-invalid")) or (
                         e.number == Err.FSYS_MOUNT):
                     causes.append(error(e.code or "fs-unsupported", e.detail or e.grub_message))
                 continue
@@ -331,13 +332,12 @@ class Machine:
 
     def _command(self, word: str, arg: str, root: Device, kernel_type: str, st: menumod.MenuState,
                  config: str, index: int) -> tuple[Device, str]:
-        r = self.run_state
         if word in ("root", "rootnoverify"):
             if not arg:
                 return root, kernel_type
             if not arg.startswith("("):
-                raise GrubError(Err.DEV_FORMAT, f"`{word} {arg.split()[0]}`: a GRUB device is written (hd0) or "
-                                                "(hd0,N)", code="bad-filename")
+                raise GrubError(Err.DEV_FORMAT, f"`{word} {arg.split(maxsplit=1)[0]}`: a GRUB device is "
+                                                "written (hd0) or (hd0,N)", code="bad-filename")
             device, _rest = parse_device(arg)
             if word == "root":
                 try:
@@ -354,7 +354,7 @@ class Machine:
                     kind = arg[7:]
                     if not any(kind.startswith(k) for k in
                                ("netbsd", "freebsd", "openbsd", "linux", "biglinux", "multiboot")):
-                        raise GrubError(Err.BAD_ARGUMENT, f"unknown kernel type in {arg.split()[0]}")
+                        raise GrubError(Err.BAD_ARGUMENT, f"unknown kernel type in {arg.split(maxsplit=1)[0]}")
                 elif not arg.startswith("--no-mem-option"):
                     break
                 arg = menumod.skip_to(False, arg)
@@ -437,12 +437,10 @@ class Machine:
             target = name.split()[0] if name.split() else ""
             if not target.startswith("/"):
                 raise GrubError(Err.BAD_FILENAME, f"find {target}")
-            if not any(self.files.exists(f"({dev}){target}"[1:] if False else f"{dev}{target}", root)
-                       for dev in self._devices()):
+            if not any(self.files.exists(dev + target, root) for dev in self._devices()):
                 raise GrubError(Err.FILE_NOT_FOUND, f"find {target}: on no partition")
             return root, kernel_type
         # Everything else (color, print, terminal, map, hide, ...) has no effect on what boots.
-        r.findings  # noqa: B018 - the machine keeps no record of cosmetic commands
         return root, kernel_type
 
     def _devices(self) -> list[str]:
@@ -458,10 +456,10 @@ class Machine:
                                               "by PV-GRUB)" if kernel_type == "chainloader" else
                             "no kernel loaded", code="kernel-not-found" if kernel_type == "none" else
                             "chainloader-unsupported")
-        from pvbuild.pvgrub.kexec import check_kernel
+        from pvbuild.pvgrub.kernel import inspect_kernel
 
-        check = check_kernel(self._kernel.opened.data, self.profile)
-        self._kernel_check = check
+        check = inspect_kernel(self._kernel.opened.data, self.profile.arch, self.profile.compressions)
+        self.kernel_check = check
         r = self.run_state
         r.kernel = self._kernel
         r.initrd = None if self._multiboot else self._module
@@ -471,10 +469,6 @@ class Machine:
         raw = self._kernel.command_line
         r.cmdline = raw.encode("latin-1")[:MAX_GUEST_CMDLINE - 1].decode("latin-1")
         raise _Boot
-
-    @property
-    def kernel_check(self) -> object | None:
-        return self._kernel_check
 
 
 class _CmdError(Exception):
