@@ -152,6 +152,8 @@ class _Reject(Exception):
         super().__init__(detail)
         self.code = code
         self.detail = detail
+        self.parms: _Parms | None = None
+        self.elf: _Elf | None = None
 
 
 def parse_version(version: str | None) -> tuple[int, int] | None:
@@ -569,8 +571,12 @@ def _xen_parse(elf: _Elf) -> _Parms:
                 parms.source = "__xen_guest"
                 _parse_guest_info(elf, parms, elf.sh_offset(sh))
                 break
-    _note_check(elf, parms)
-    _addr_calc_check(elf, parms)
+    try:
+        _note_check(elf, parms)
+        _addr_calc_check(elf, parms)
+    except _Reject as r:
+        r.parms, r.elf = parms, elf  # what was learned before the refusal, for the report
+        raise
     return parms
 
 
@@ -686,18 +692,28 @@ def _elf_probe_and_parse(src: _Source, info: KernelInfo) -> _Parms:
         elf = _Elf(src.img, src.size)
     _elf_init(elf)
     try:
-        parms = _xen_parse(elf)
-        decided = parms.source == "PT_NOTE"
-    except _Reject:
-        if src.complete:
-            raise
-        decided = False
-    if not decided and not src.complete:
-        # Not decided by the note segments: section headers and sections need the whole image.
-        src.ensure_all()
-        elf = _Elf(src.img, src.size)
-        _elf_init(elf)
-        parms = _xen_parse(elf)
+        try:
+            parms = _xen_parse(elf)
+            decided = parms.source == "PT_NOTE"
+        except _Reject:
+            if src.complete:
+                raise
+            decided = False
+        if not decided and not src.complete:
+            # Not decided by the note segments: section headers and sections need the whole image.
+            src.ensure_all()
+            elf = _Elf(src.img, src.size)
+            _elf_init(elf)
+            parms = _xen_parse(elf)
+    except _Reject as r:
+        if r.parms is not None and r.elf is not None:
+            _fill_from_parms(info, r.parms, r.elf)
+            if info.pvh_only and r.code == "kernel-bad-addresses":
+                # libxc falls back to e_entry, a physical address, when there is no ENTRY note.
+                r.code = "kernel-no-pv"
+                r.detail += (": the kernel has a PVH entry point (PHYS32_ENTRY) but no PV ENTRY note "
+                             "(built without CONFIG_XEN_PV)")
+        raise
     _fill_from_parms(info, parms, elf)
     # xc_dom_parse_elf_kernel (xg_dom_elfloader.c:176-182): dom0-only kernels are refused.
     if XEN_FEATURES.index("dom0") in parms.required:
@@ -917,6 +933,8 @@ def inspect_kernel(
         chosen = _Reject("kernel-format-unknown",
                          "xc_dom_find_loader: no loader found (not an ELF, bzImage or Xen binary image)")
     findings.append(error(chosen.code, chosen.detail))
+    if kinfo is not None:
+        _linux_findings(kinfo, findings, arch)
     return KernelCheck(kinfo, findings, GrubError(Err.BOOT_FAILURE, chosen.detail, chosen.code))
 
 
@@ -939,21 +957,33 @@ def _finish(kinfo: KernelInfo, findings: list[Finding], arch: str) -> KernelChec
             detail = f"32-bit PV-GRUB cannot start a 64-bit kernel (not {kinfo.guest_type})"
         findings.append(error(code, detail))
         grub_error = GrubError(Err.EXEC_FORMAT, detail, code)
-    if kinfo.pvh_only:
-        kinfo.xen_pv = False
-        findings.append(error(
-            "kernel-no-pv",
-            "the kernel has a PVH entry point (PHYS32_ENTRY) but no PV ENTRY note: built without "
-            "CONFIG_XEN_PV, it dies silently when PV-GRUB starts it"))
-    vt = kinfo.version_tuple
-    if kinfo.machine == "i386" and vt is not None and vt >= (5, 9):
-        kinfo.xen_pv = False
-        if not kinfo.pvh_only:
-            findings.append(error(
-                "kernel-no-pv", f"Linux {kinfo.version} is a 32-bit kernel: Linux removed 32-bit Xen PV "
-                "support in 5.9, so it cannot run as a PV guest"))
+    _linux_findings(kinfo, findings, arch)
     summary = (f"{kinfo.format} kernel{' ' + kinfo.version if kinfo.version else ''}, "
                f"{kinfo.compression} payload, {kinfo.machine or 'unknown machine'}, guest type "
                f"{kinfo.guest_type}, Xen notes from {kinfo.notes_source or 'none'}")
     findings.insert(0, note("kernel-summary", summary))
     return KernelCheck(kinfo, findings, grub_error)
+
+
+def _linux_findings(kinfo: KernelInfo, findings: list[Finding], arch: str) -> None:
+    """What stops the kernel even when PV-GRUB starts it, and an architecture mismatch not yet reported."""
+    codes = {f.code for f in findings}
+    if kinfo.pvh_only:
+        kinfo.xen_pv = False
+        if "kernel-no-pv" not in codes:
+            findings.append(error(
+                "kernel-no-pv",
+                "the kernel has a PVH entry point (PHYS32_ENTRY) but no PV ENTRY note: built without "
+                "CONFIG_XEN_PV, it cannot run as a PV guest"))
+            codes.add("kernel-no-pv")
+    vt = kinfo.version_tuple
+    if kinfo.machine == "i386" and vt is not None and vt >= (5, 9):
+        kinfo.xen_pv = False
+        if "kernel-no-pv" not in codes:
+            findings.append(error(
+                "kernel-no-pv", f"Linux {kinfo.version} is a 32-bit kernel: Linux removed 32-bit Xen PV "
+                "support in 5.9, so it cannot run as a PV guest"))
+    if kinfo.machine is not None and kinfo.machine != arch and "kernel-arch-mismatch" not in codes:
+        what = ("64-bit PV-GRUB cannot start a 32-bit kernel" if arch == "x86_64"
+                else "32-bit PV-GRUB cannot start a 64-bit kernel")
+        findings.append(error("kernel-arch-mismatch", f"{what} (the kernel is {kinfo.machine})"))
