@@ -459,7 +459,8 @@ def build_elf(
 
     shdrs = shdr(0, 0, 0, 0, 0, 0, 0)
     shdrs += shdr(name_off[b".text"], 1, 6, kstart, text_off, load_size, 16)
-    shdrs += shdr(name_off[b".notes"], 7, 2, 0, notes_off, len(blob), 4)
+    # An empty .notes is PROGBITS: an SHT_NOTE section, even empty, is a note area for libelf.
+    shdrs += shdr(name_off[b".notes"], 7 if blob else 1, 2, 0, notes_off, len(blob), 4)
     shdrs += shdr(name_off[b".shstrtab"], 3, 0, 0, shstr_off, len(shstr), 1)
     if xen_guest is not None:
         shdrs += shdr(name_off[b"__xen_guest"], 1, 0, 0, guest_off, len(guest), 1)

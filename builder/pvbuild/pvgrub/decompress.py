@@ -248,7 +248,7 @@ class MemberReader:
             if dec.eof:
                 if out:
                     yield out
-                left = len(dec.unused_data)
+                left = len(dec.unused_data or b"")
                 if zlib_style:
                     left += len(getattr(dec, "unconsumed_tail", b""))
                 self.consumed = pos - left
