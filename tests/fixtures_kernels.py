@@ -214,10 +214,19 @@ def _load_kernel(dest: Path) -> DebianKernel:
     )
 
 
+_KERNELS: dict[str, DebianKernel] = {}
+
+
 def debian_kernel(arch: str) -> DebianKernel:
-    """A real Debian 12 kernel: "amd64" (linux-image-6.1.*-amd64) or "i386" (linux-image-6.1.*-686-pae)."""
+    """A real Debian 12 kernel: "amd64" (linux-image-6.1.*-amd64) or "i386" (linux-image-6.1.*-686-pae).
+
+    Resolved once per process (apt-cache for amd64, the cached index for i386), downloaded once per cache.
+    """
+    if arch in _KERNELS:
+        return _KERNELS[arch]
     try:
-        return _debian_kernel(arch)
+        _KERNELS[arch] = _debian_kernel(arch)
+        return _KERNELS[arch]
     except (OSError, subprocess.CalledProcessError, RuntimeError, KeyError) as e:
         if _offline():
             pytest.skip(f"Debian {arch} kernel not available offline: {e}")
@@ -517,4 +526,20 @@ def make_bzimage(
     if start < 0x300:
         raise ValueError("the payload would overlap the setup header")
     out[start : start + len(payload)] = payload
+    return bytes(out)
+
+
+def newc_archive(entries: Sequence[tuple[str, bytes]], *, magic: bytes = b"070701", trailer: bool = True,
+                 mode: int = 0o100644) -> bytes:
+    """A cpio archive in the newc (070701) or crc (070702) format written directly (for edge cases the
+    real `cpio` will not produce); padded to 4 bytes like the real one, not to 512."""
+    out = bytearray()
+    items = [*entries, ("TRAILER!!!", b"")] if trailer else list(entries)
+    for ino, (name, data) in enumerate(items, 1):
+        raw = name.encode() + b"\0"
+        check = sum(data) & 0xFFFFFFFF if magic == b"070702" else 0
+        fields = [ino, mode if name != "TRAILER!!!" else 0, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(raw), check]
+        out += magic + b"".join(b"%08X" % f for f in fields) + raw
+        out += b"\0" * ((-len(out)) & 3)
+        out += data + b"\0" * ((-len(data)) & 3)
     return bytes(out)

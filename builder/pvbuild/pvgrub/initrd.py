@@ -185,6 +185,11 @@ def _walk_cpio(src: _BytesSource | _StreamSource, seg: Segment, *, stop_at_nonze
     """
     assert seg.files is not None
     state_reset = True  # between archives
+
+    def truncated(what: str) -> _CpioError:
+        # Inside a compressed member, ending before the trailer leaves the state machine mid-archive.
+        return _CpioError(f"truncated cpio {what}" if stop_at_nonzero else "junk at the end of compressed archive")
+
     while True:
         b = src.peek()
         if b is None:
@@ -204,7 +209,7 @@ def _walk_cpio(src: _BytesSource | _StreamSource, seg: Segment, *, stop_at_nonze
         while True:
             hdr = src.read(110)
             if len(hdr) < 110:
-                raise _CpioError("truncated cpio header")
+                raise truncated("header")
             magic = hdr[:6]
             if magic == b"070707":
                 raise _CpioError("incorrect cpio method used: use -H newc option")
@@ -219,12 +224,12 @@ def _walk_cpio(src: _BytesSource | _StreamSource, seg: Segment, *, stop_at_nonze
                 raise _CpioError("name too long" if namesize else "empty name")
             raw = src.read(namesize)
             if len(raw) < namesize:
-                raise _CpioError("truncated cpio name")
+                raise truncated("name")
             name = raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
             # header + name padded to 4 bytes (N_ALIGN), then the data padded to 4 bytes.
             pad = (-(110 + namesize)) & 3
             if src.skip(pad) < pad:
-                raise _CpioError("truncated cpio name padding")
+                raise truncated("name padding")
             if name == "TRAILER!!!":
                 seg.archives += 1
                 break
@@ -239,7 +244,7 @@ def _walk_cpio(src: _BytesSource | _StreamSource, seg: Segment, *, stop_at_nonze
                 seg.files.append(path)
             total = filesize + ((-filesize) & 3)
             if src.skip(total) < total:
-                raise _CpioError("truncated cpio file data")
+                raise truncated("file data")
         state_reset = True
 
 
