@@ -62,7 +62,8 @@ class BootReport:
             initrd = {
                 "device": str(r.initrd.device),
                 "path": r.initrd.path,
-                "compression": ii.compression if ii else None,
+                # GRUB gunzips a gzip initrd while loading it; report the file as it is on disk.
+                "compression": "gzip" if r.initrd.opened.gzipped else (ii.compression if ii else None),
                 "has_blkfront": (ii.has_module("xen-blkfront") if ii and ii.files is not None else None),
             }
         return {
@@ -104,25 +105,28 @@ def _looks_like_disk(disk: Disk, layout: Layout) -> bool:
 def check_image(path: str | os.PathLike[str], profile: Profile) -> BootReport:
     """Run PV-GRUB's logic over the image at `path`; raises ImageError for input that is not a disk image."""
     with Disk(path) as disk:
-        layout = read_layout(disk)
-        if not _looks_like_disk(disk, layout):
-            raise ImageError(f"{os.fspath(path)}: no partition table and no filesystem found — not a raw disk "
-                             "image (qcow2/vmdk images must be converted with `qemu-img convert -O raw`)")
-        machine = Machine(disk, profile)
-        run = machine.run()
-        findings = list(run.findings)
-        check = machine.kernel_check
-        initrd_info: InitrdInfo | None = None
-        if check is not None and run.kernel is not None:
-            findings.extend(check.findings)
-        if run.outcome == Outcome.BOOTS:
-            initrd_info, more = _linux_side(disk, layout, machine.files, run, check)
-            findings.extend(more)
-        for note in layout.problems:
-            findings.append(warning("partition-table-invalid", note))
-        report = BootReport(os.fspath(path), run, layout, check, initrd_info, _dedupe(findings),
-                            disk.bytes_read, disk.size)
-    return report
+        return check_disk(disk, profile, os.fspath(path))
+
+
+def check_disk(disk: Disk, profile: Profile, name: str) -> BootReport:
+    """`check_image` on an open disk (files or in-memory images alike)."""
+    layout = read_layout(disk)
+    if not _looks_like_disk(disk, layout):
+        raise ImageError(f"{name}: no partition table and no filesystem found — not a raw disk image "
+                         "(qcow2/vmdk images must be converted with `qemu-img convert -O raw`)")
+    machine = Machine(disk, profile)
+    run = machine.run()
+    findings = list(run.findings)
+    check = machine.kernel_check
+    initrd_info: InitrdInfo | None = None
+    if check is not None and run.kernel is not None:
+        findings.extend(check.findings)
+    if run.outcome == Outcome.BOOTS:
+        initrd_info, more = _linux_side(disk, layout, machine.files, run, check)
+        findings.extend(more)
+    for note in layout.problems:
+        findings.append(warning("partition-table-invalid", note))
+    return BootReport(name, run, layout, check, initrd_info, _dedupe(findings), disk.bytes_read, disk.size)
 
 
 def _dedupe(findings: list[Finding]) -> list[Finding]:

@@ -18,7 +18,7 @@ from pvbuild.pvgrub.fs.base import Filesystem, FsIdentity
 from pvbuild.pvgrub.profiles import Profile
 
 # Our bound on one file held in memory (GRUB's own bound is the PV-GRUB domain's memory).
-MAX_FILE = 512 * 1024 * 1024
+MAX_FILE = 200 * 1024 * 1024
 
 # gunzip.c header flags.
 _CONTINUATION, _EXTRA, _NAME, _COMMENT, _ENCRYPTED, _RESERVED = 0x02, 0x04, 0x08, 0x10, 0x20, 0xC0
@@ -152,6 +152,10 @@ class FileLayer:
                                              f"needs 1.04+); use an MBR (msdos) label",
                              code="gpt-unsupported")
         if ident is None:
+            if vol.start == 0 and vol.part_type is None and self.disk.read(510, 2) == b"\x55\xaa":
+                return GrubError(Err.FSYS_MOUNT, f"{where} is the whole disk, which holds a partition table, not "
+                                                 "a filesystem: name a partition, (hd0,0), and use the hd00 AKI",
+                                 code="fs-unsupported")
             return GrubError(Err.FSYS_MOUNT, f"no filesystem PV-GRUB knows on {where}", code="fs-unsupported")
         kind = ident.fstype
         if kind in ("ext2", "ext3", "ext4") and vol.part_type not in (None, 0x83, 0xFD):
@@ -218,13 +222,13 @@ class FileLayer:
             start, pos = parsed if parsed else (0, pos)
             if text[pos:pos + 1] != "+":
                 # Not a blocklist: a relative file name lands here and is "Error 1".
-                raise GrubError(Err.BAD_FILENAME, f"{text.split()[0] if text.split() else text!r} is neither "
+                raise GrubError(Err.BAD_FILENAME, f"{text.split(maxsplit=1)[0] if text.split() else text!r} is neither "
                                                   "an absolute path (/boot/...) nor a blocklist",
                                 code="bad-filename")
             pos += 1
             parsed = parse_maxint(text, pos)
             if parsed is None or parsed[0] == 0 or text[parsed[1]:parsed[1] + 1] not in ("", ",", "/", " "):
-                raise GrubError(Err.BAD_FILENAME, f"bad blocklist {text.split()[0]!r}", code="bad-filename")
+                raise GrubError(Err.BAD_FILENAME, f"bad blocklist {text.split(maxsplit=1)[0]!r}", code="bad-filename")
             length, pos = parsed
             spans.append((start, length))
             total += length * SECTOR
@@ -236,4 +240,4 @@ class FileLayer:
         vol = self.volume(device)
         data = b"".join(vol.read(s * SECTOR, n * SECTOR) for s, n in spans)
         out, gz = gunzip(data, limit=limit) if decompress else (data, False)
-        return Opened(device, text.split()[0] if text.split() else text, out, gz, None)
+        return Opened(device, text.split(maxsplit=1)[0] if text.split() else text, out, gz, None)
