@@ -102,7 +102,7 @@ def test_several_members_and_padding() -> None:
     blob += compress(newc_archive([("d", b"")]), "xz") + compress(newc_archive([("e", b"")]), "zstd")
     info = inspect_initrd(blob)
     assert info.error is None
-    assert info.files == {"a", "b", "c", "d", "e"}
+    assert info.files == frozenset({"a", "b", "c", "d", "e"})
     assert [s.compression for s in info.segments] == ["none", "gzip", "xz", "zstd"]
     assert info.compression == "zstd"
     assert info.segments[0].archives == 2
@@ -114,7 +114,7 @@ def test_unaligned_or_unknown_data() -> None:
     a = newc_archive([("a", b"1")])
     info = inspect_initrd(a + b"\0" + newc_archive([("b", b"")]))
     assert info.error is not None and "invalid magic" in info.error
-    assert info.files == {"a"}
+    assert info.files == frozenset({"a"})
     info = inspect_initrd(a + b"JUNK" * 4)
     assert info.error is not None and "invalid magic" in info.error
 
@@ -147,7 +147,7 @@ def test_limit_makes_content_unknown() -> None:
     packed = compress(newc_archive([("big", b"\0" * 200_000)]), "zstd")
     info = inspect_initrd(packed, limit=100_000)
     assert info.files is None
-    assert inspect_initrd(packed).files == {"big"}
+    assert inspect_initrd(packed).files == frozenset({"big"})
 
 
 def test_kernel_magics() -> None:
