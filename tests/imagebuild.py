@@ -39,6 +39,9 @@ class Fs:
     options: tuple[str, ...] = ("-O", "^64bit")
     label: str | None = None
     uuid: str | None = None
+    # mke2fs -d turns every all-zero block of a file into a hole; PV-GRUB's extent code cannot read holes
+    # (see test_machine.py). With `dense`, files are rewritten through a loop mount so they have none.
+    dense: bool = False
 
     @staticmethod
     def of(tree: Tree, **kw: object) -> Fs:
@@ -100,12 +103,31 @@ def make_fs(fs: Fs, out: Path) -> None:
                 cmd += ["-L", fs.label]
             cmd += ["-U", fs.uuid or "6b7c1a1e-2d2f-4b8e-9a51-0c6d7e8f9a0b", str(out)]
             _run(cmd)
+            if fs.dense:
+                _rewrite_dense(out, tree, Path(tmp) / "mnt")
         elif fs.fstype == "xfs":
             from tests.fixtures_xfs import make_xfs  # the XFS builder (protofile, no mount)
 
             make_xfs(out, tree, list(fs.options), label=fs.label, uuid=fs.uuid)
         else:
             raise ValueError(f"unsupported fixture fs {fs.fstype}")
+
+
+def _rewrite_dense(img: Path, tree: Path, mnt: Path) -> None:
+    """Rewrite every regular file through a loop mount: the kernel allocates every block, zero or not."""
+    mnt.mkdir()
+    _run(["mount", "-o", "loop", str(img), str(mnt)])
+    try:
+        for src in sorted(tree.rglob("*")):
+            if src.is_file() and not src.is_symlink():
+                dest = mnt / src.relative_to(tree)
+                dest.unlink()
+                with open(src, "rb") as fi, open(dest, "wb") as fo:
+                    fo.write(fi.read())
+                    fo.flush()
+                    os.fsync(fo.fileno())
+    finally:
+        _run(["umount", str(mnt)])
 
 
 def build(spec: DiskSpec) -> Path:
@@ -158,7 +180,7 @@ def _partitioned(spec: DiskSpec, img: Path, tmp: Path) -> None:
         if p.fs is None:
             continue
         fsimg = tmp / f"fs-{off}.raw"
-        make_fs(Fs(p.fs.files, p.fs.fstype, p.size_mb, p.fs.options, p.fs.label, p.fs.uuid), fsimg)
+        make_fs(Fs(p.fs.files, p.fs.fstype, p.size_mb, p.fs.options, p.fs.label, p.fs.uuid, p.fs.dense), fsimg)
         _copy_into(fsimg, img, off * MiB)
         fsimg.unlink()
 

@@ -537,3 +537,79 @@ def test_xfs_v4_boot_read_and_v5_refused() -> None:
     r = check(v5)
     assert r["outcome"] == "hang-prompt"
     assert "fs-unsupported" in codes(r, "error")
+
+
+def test_kernel_options_are_not_part_of_the_command_line() -> None:
+    """PVGRUB.md §3: `kernel [--type=X] [--no-mem-option] FILE ARGS` (builtins.c kernel_func option loop)."""
+    menu = (b"timeout 0\ntitle a\nroot (hd0)\nkernel --type=linux --no-mem-option /boot/vmlinuz-%s  root=LABEL=rootfs"
+            b" console=hvc0\ninitrd %s\n" % (VERSION.encode(), INITRD.encode()))
+    r = check(whole(boot_files(menu)))
+    assert r["outcome"] == "boots"
+    assert r["cmdline"] == "root=LABEL=rootfs console=hvc0"
+    bad = menu.replace(b"--type=linux", b"--type=plan9")
+    assert check(whole(boot_files(bad)))["tried"][0]["error"] == 30
+
+
+def test_second_initrd_replaces_first_and_module_drops_it() -> None:
+    """PVGRUB.md §3: a second `initrd` replaces the first; `module` drops the initrd (mini-os.c load_module)."""
+    two = b"timeout 0\n" + entry("a", initrd="/boot/other.img") + b"initrd " + INITRD.encode() + b"\n"
+    r = check(whole(boot_files(two, extra={"/boot/other.img": initrd(blkfront=False)})))
+    assert r["initrd"]["path"] == INITRD
+    mod = b"timeout 0\n" + entry("a", initrd=INITRD) + b"module " + INITRD.encode() + b"\n"
+    r = check(whole(boot_files(mod)))
+    assert r["initrd"] is None
+    assert "initrd-as-module" in codes(r)
+
+
+@pytest.mark.parametrize(("device", "error"), [
+    ("(hd1)", 21), ("(fd0)", 21), ("(hd8)", 12), ("(hd0,255)", 11), ("(hd0,a)", 22), ("(hd0,0,a)", 5),
+    ("(nd)", 11), ("(cd)", 11), ("hd0", 11),
+])
+def test_device_syntax_errors(device: str, error: int) -> None:
+    """PVGRUB.md §4: (fdN) fails, hd8+ -> 12 (sane_partition), P <= 254 (set_device), BSD letters, no (nd)
+    without a network; on a partitionless disk any partition is Error 5 first."""
+    menu = b"timeout 0\ntitle a\nroot %s\nkernel /boot/vmlinuz-%s\n" % (device.encode(), VERSION.encode())
+    r = check(whole(boot_files(menu)))
+    assert r["tried"][0]["error"] == error, r["findings"]
+
+
+def test_blocklist_and_relative_names() -> None:
+    """PVGRUB.md §4: names not starting with / or ( are blocklists or Error 1 (disk_io.c grub_open:1565-1620)."""
+    r = check(whole(boot_files(b"timeout 0\ntitle a\nroot (hd0)\nchainloader +1\n")))
+    assert r["tried"][0]["error"] == 13  # sector 0 of an ext4 image has no 0x55AA boot signature
+    r = check(whole(boot_files(b"timeout 0\ntitle a\nroot (hd0)\nkernel boot/vmlinuz\n")))
+    assert r["tried"][0]["error"] == 1
+
+
+def test_real_debian_kernel_and_initrd_boot(tmp_path: Path) -> None:
+    """PVGRUB.md §6 with the real thing: Debian 12's linux-image-amd64 (bzImage, xz, Xen PV) and an initrd in
+    initramfs-tools' layout (early cpio + zstd main archive) with the real xen-blkfront.ko."""
+    from tests.fixtures_kernels import debian_initrd, debian_kernel
+
+    k = debian_kernel("amd64")
+    rel = k.release
+    menu = (b"default 0\ntimeout 0\ntitle Debian\nroot (hd0)\nkernel /boot/vmlinuz-%s root=LABEL=rootfs ro "
+            b"console=hvc0\ninitrd /boot/initrd.img-%s\n" % (rel.encode(), rel.encode()))
+    tree: Tree = {"/boot/grub/menu.lst": menu, f"/boot/vmlinuz-{rel}": k.vmlinuz.read_bytes(),
+                  f"/boot/config-{rel}": k.config.read_bytes(),
+                  f"/boot/initrd.img-{rel}": debian_initrd("debian-zstd", k).read_bytes()}
+    r = check(whole(tree, size_mb=96, dense=True))
+    assert r["outcome"] == "boots", r["findings"]
+    assert (r["kernel"]["format"], r["kernel"]["compression"], r["kernel"]["xen_pv"]) == ("bzImage", "xz", True)
+    assert r["kernel"]["version"].startswith(rel)
+    assert r["initrd"]["compression"] == "zstd" and r["initrd"]["has_blkfront"] is True
+    assert codes(r, "error") == []
+    tree[f"/boot/initrd.img-{rel}"] = debian_initrd("no-blkfront", k).read_bytes()
+    r = check(whole(tree, size_mb=96, dense=True))
+    assert "initrd-no-blkfront" in codes(r, "error")
+
+
+def test_sparse_kernel_file_cannot_be_read() -> None:
+    """fsys_ext2fs.c:656-661 ext4fs_block_map: a logical block more than one past an extent's end is
+    Error 16 (a block right after it reads the next physical block instead of zeros). `mke2fs -d` makes a
+    hole of every all-zero block, so a kernel copied that way does not load: pvbuild's builder must not."""
+    kernel = bytearray(pv_kernel())
+    kernel += bytes(16384) + b"tail"  # zero blocks in the middle of the file become a hole
+    r = check(whole(boot_files(extra={f"/boot/vmlinuz-{VERSION}": bytes(kernel)}), options=("-O", "^64bit",
+                                                                                               "-b", "1024")))
+    assert r["tried"][0]["error"] == 16, r["findings"]
