@@ -131,3 +131,16 @@ def test_none_format_and_empty_input() -> None:
     for fmt in ("gzip", "bzip2", "xz", "lzma", "lz4", "zstd"):
         with pytest.raises(dz.DecompressError):
             dz.decompress(b"", fmt, 100)
+
+
+@pytest.mark.parametrize(("tool", "fmt"), TOOL_FORMATS)
+def test_consumed_when_read_in_small_steps(tool: str, fmt: str) -> None:
+    """`consumed` is right however the output is read (the initrd walk reads headers a few bytes at a
+    time)."""
+    packed = compress(PLAIN[:3000], tool)
+    reader = dz.MemberReader(packed + b"\xff\xff\xff\xff" + b"X" * 100, fmt, 10**6)
+    got = bytearray()
+    while chunk := reader.read(7):
+        got += chunk
+    assert bytes(got) == PLAIN[:3000]
+    assert reader.consumed == len(packed)

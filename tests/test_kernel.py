@@ -455,3 +455,29 @@ def test_xen_guest_default_paddr_offset_is_virt_base() -> None:
     guest = f"GUEST_OS=linux,XEN_VER=xen-3.0,VIRT_BASE={base:#x},VIRT_ENTRY={entry:#x}"
     check = inspect_kernel(build_elf(where="none", gnu_build_id=False, xen_guest=guest), "x86_64")
     assert err(check) == (Err.BOOT_FAILURE, "kernel-bad-addresses")
+
+
+def test_decompression_limit_gives_no_verdict() -> None:
+    """Decompression is bounded (PVGRUB.md §6 asks only for headers and notes): when the notes lie beyond
+    `limit`, the kernel is reported not inspected rather than given a wrong verdict; with enough room
+    only the prefix up to the notes is needed, not the whole payload."""
+    elf = build_elf()
+    image = make_bzimage(elf, "xz")
+    small = inspect_kernel(image, "x86_64", limit=4096)
+    assert small.grub_error is None
+    assert small.info is not None and not small.info.inspected
+    assert "kernel-not-inspected" in codes(small)
+    enough = inspect_kernel(image, "x86_64", limit=len(elf) - 100)
+    assert enough.grub_error is None and enough.info is not None and enough.info.inspected
+    assert inspect_kernel(gzip.compress(elf), "x86_64", limit=4096).info is not None
+
+
+def test_payload_size_mismatch() -> None:
+    """libxc decompresses into a buffer of the size the payload's trailer declares and fails when the
+    stream gives another size (xg_dom_bzimageloader.c:112-118, 243-249): checked with full=True."""
+    elf = build_elf()
+    image = bytearray(make_bzimage(elf, "bzip2"))
+    payload_end = 5 * 512 + 0x100 + struct.unpack_from("<I", image, 0x24C)[0]
+    struct.pack_into("<I", image, payload_end - 4, len(elf) + 4096)
+    check = inspect_kernel(bytes(image), "x86_64", full=True)
+    assert err(check) == (Err.BOOT_FAILURE, "kernel-payload-corrupt")

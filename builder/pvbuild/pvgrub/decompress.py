@@ -136,12 +136,15 @@ class MemberReader:
         self.consumed: int | None = None
         self.eof = False
         self._buf = bytearray()
+        self._want: int | None = None  # how much the current read still needs (None: everything)
         self._gen = self._generator()
 
     # -- public API ------------------------------------------------------------------------------------
     def read(self, n: int) -> bytes:
         while len(self._buf) < n and not self.eof:
+            self._want = n - len(self._buf)
             self._fill()
+        self._want = None
         out = bytes(self._buf[:n])
         del self._buf[:n]
         return out
@@ -190,8 +193,12 @@ class MemberReader:
         self._buf += chunk
 
     def _room(self) -> int:
-        """How much a decoder may produce in one step: a chunk, or one byte past the limit (to detect it)."""
-        return max(1, min(_CHUNK, self.limit - self.total_out + 1))
+        """How much a decoder may produce in one step: a chunk, what the current read still needs, or one
+        byte past the limit (to detect that the output exceeds it)."""
+        room = min(_CHUNK, self.limit - self.total_out + 1)
+        if self._want is not None:
+            room = min(room, self._want)
+        return max(1, room)
 
     def _generator(self) -> Iterator[bytes]:
         makers: dict[str, Callable[[], Iterator[bytes]]] = {
@@ -248,10 +255,9 @@ class MemberReader:
             if dec.eof:
                 if out:
                     yield out
-                left = len(dec.unused_data or b"")
-                if zlib_style:
-                    left += len(getattr(dec, "unconsumed_tail", b""))
-                self.consumed = pos - left
+                # Everything fed past the end is in unused_data (zlib may leave a copy of it in
+                # unconsumed_tail too when max_length stopped it just before the end).
+                self.consumed = pos - len(dec.unused_data or b"")
                 return
             if out:
                 stalled = 0
@@ -376,7 +382,10 @@ def decompress_member(
         out = reader.read_all()
         return Member(out, reader.consumed, True)
     out = reader.read(stop_after)
-    done = reader.at_end()
+    try:
+        done = reader.at_end()
+    except OutputLimitExceeded:
+        done = False  # more output exists, beyond the limit: the prefix asked for is still good
     return Member(out, reader.consumed if done else None, done)
 
 

@@ -145,6 +145,10 @@ class KernelCheck:
         return self.grub_error is None and not any(f.severity == "error" for f in self.findings)
 
 
+class _TooLarge(Exception):
+    """More than `limit` decompressed bytes would be needed: the kernel is not inspected (no verdict)."""
+
+
 class _Reject(Exception):
     """A loader's probe or parser failed: libxc's message, the finding code, and a sentence for humans."""
 
@@ -651,13 +655,20 @@ class _Source:
     limit: int = DEFAULT_LIMIT
     complete: bool = True
 
-    def ensure(self, need: int) -> None:
-        """Make `img` hold at least min(need, size) bytes (decompressing more of the payload)."""
-        need = min(need, self.size, self.limit)
+    def ensure(self, need: int, *, required: bool = True) -> None:
+        """Make `img` hold at least min(need, size) bytes (decompressing more of the payload). Needing more
+        than `limit` is _TooLarge, unless not `required` (a read-ahead), which is clipped to the limit."""
+        need = min(need, self.size)
+        if not required:
+            need = min(need, self.limit)
         if len(self.img) >= need or self.payload is None or self.complete:
             return
+        if need > self.limit:
+            raise _TooLarge(f"the checks need {need} decompressed bytes, more than the limit of {self.limit}")
         try:
-            m = dz.decompress_member(self.payload, self.fmt, self.limit, stop_after=max(need, 1 << 16))
+            m = dz.decompress_member(self.payload, self.fmt, self.limit, stop_after=min(max(need, 1 << 16), self.limit))
+        except dz.OutputLimitExceeded as e:
+            raise _TooLarge(f"the {self.fmt} payload decompresses to more than {self.limit} bytes") from e
         except dz.DecompressError as e:
             raise _Reject("kernel-payload-corrupt", f"unable to {self.fmt} decompress kernel: {e}") from e
         self.img = m.data
@@ -672,7 +683,7 @@ class _Source:
 
 def _elf_probe_and_parse(src: _Source, info: KernelInfo) -> _Parms:
     """xc_dom_probe_elf_kernel + xc_dom_parse_elf_kernel (xg_dom_elfloader.c:97-201)."""
-    src.ensure(1 << 16)
+    src.ensure(1 << 16, required=False)
     if src.size < 52 or src.img[:4] != b"\x7fELF":  # elf_is_elfbinary: sizeof(Elf32_Ehdr), IS_ELF
         raise _Reject("kernel-format-unknown", "xc_dom_probe_elf_kernel: kernel is not an ELF image")
     elf = _Elf(src.img, src.size)
@@ -876,6 +887,8 @@ def inspect_kernel(
         # GRUB gunzips every file starting with 1F 8B while reading it (PVGRUB.md §4).
         try:
             data = dz.decompress(data, "gzip", limit)
+        except dz.OutputLimitExceeded as e:
+            return _not_inspected(KernelInfo(None, "none", file_compression="gzip"), findings, str(e))
         except dz.DecompressError as e:
             err = GrubError(Err.BAD_GZIP_DATA, f"kernel file: {e}", "kernel-gzip-corrupt")
             findings.append(error("kernel-gzip-corrupt", f"GRUB cannot gunzip the kernel file: {e}"))
@@ -883,6 +896,20 @@ def inspect_kernel(
         file_compression = "gzip"
         findings.append(note("kernel-file-gzipped", "the kernel file is gzipped; GRUB decompresses it on read"))
 
+    try:
+        return _run_loaders(data, arch, compressions, limit, full, file_compression, findings)
+    except _TooLarge as e:
+        return _not_inspected(KernelInfo(None, "none", file_compression=file_compression), findings, str(e))
+
+
+def _not_inspected(kinfo: KernelInfo, findings: list[Finding], why: str) -> KernelCheck:
+    kinfo.inspected = False
+    findings.append(warning("kernel-not-inspected", f"the kernel was not inspected: {why}"))
+    return KernelCheck(kinfo, findings, None)
+
+
+def _run_loaders(data: bytes, arch: str, compressions: frozenset[str], limit: int, full: bool,
+                 file_compression: str, findings: list[Finding]) -> KernelCheck:
     # Loader order (PVGRUB.md §6): ELF, bzImage, bin; the first whose probe succeeds parses the image
     # (xc_dom_find_loader). When all fail, the reason reported is the one of the format the file has.
     rejects: dict[str, _Reject] = {}
@@ -904,7 +931,7 @@ def inspect_kernel(
                 f"the bzImage payload is {bz_info.compression}-compressed, which this tool cannot "
                 "decompress: the Xen notes and architecture were not checked"))
             return KernelCheck(bz_info, findings, None)
-        src.ensure(1 << 16)
+        src.ensure(1 << 16, required=False)
         if src.img[:4] != b"\x7fELF":
             raise _Reject("kernel-payload-not-elf",
                           "xc_dom_probe_elf_kernel: kernel is not an ELF image (bzImage payload)")
