@@ -12,8 +12,9 @@ inodes, journal), ext4 (4 KiB, 256-byte inodes, -O ^64bit, metadata_csum, flex_b
 128-byte inodes: a 400-extent sparse file gets a depth-2 extent tree), ext4-frag (1 KiB blocks, 1 MiB groups,
 no flex_bg: a 6 MiB file is split into > 4 extents, depth-1 tree without holes), ext4-64bit (-O 64bit),
 ext4-inode1024 (1024-byte inodes), ext4-metabg (meta_bg with 48 groups, files whose inodes sit in groups >= 32),
-ext4-inline (inline_data), and mbr-83 / mbr-fd / mbr-8e / mbr-07 (an MBR disk made with sfdisk, one partition of
-that type at 1 MiB holding an ext4 made with `mkfs.ext4 -E offset=`).
+ext4-inline (inline_data), fuzz-ext2 / fuzz-ext4 (2 MiB images for the fuzz test), and mbr-83 / mbr-fd /
+mbr-8e / mbr-07 (an MBR disk made with sfdisk, one partition of that type at 1 MiB holding an ext4 made with
+`mkfs.ext4 -E offset=`).
 
 Images are cached under `tests.conftest.cache_root()/ext/<kind>-<hash>/`, the hash covering the mkfs arguments,
 the generated tree (paths, contents, symlink targets), the e2fsprogs version and the pinned mke2fs.conf; they are
@@ -135,6 +136,14 @@ def make_tree(name: str) -> Tree:
         t.files["/big"] = _rand(5, 20 * 1024)
         t.files["/small-root"] = b"inline?\n"
         t.symlinks["/boot/rel-menu"] = "grub/menu.lst"
+    if name == "fuzz":
+        t.files["/boot/vmlinuz"] = _rand(6, 40 * 1024)
+        t.sparse["/boot/sparse"] = (8 * 8192, {k * 8192: _rand(3000 + k, 4096) for k in range(8)})
+        t.symlinks["/boot/fast"] = "grub/menu.lst"
+        t.symlinks["/boot/slow"] = "/boot/" + "d" * 70 + "/f"
+        t.files["/boot/" + "d" * 70 + "/f"] = b"slow target\n"
+        for i in range(40):
+            t.files[f"/boot/dir/entry-with-a-longish-name-{i:02d}"] = f"entry {i}\n".encode()
     if name == "metabg":
         for i in range(700):
             t.files[f"/f{i:03d}"] = f"meta file {i}\n".encode()
@@ -227,6 +236,12 @@ KINDS: dict[str, ImageSpec] = {
     "ext4-inline": ImageSpec("mkfs.ext4", ("-b", "4096", "-O", "inline_data,^64bit"), "small", 16,
                              description="ext4 -O inline_data"),
 }
+# Small images for tests/test_fuzz_ext2.py (loaded into memory and mutated).
+KINDS["fuzz-ext2"] = ImageSpec("mkfs.ext2", ("-b", "1024", "-I", "128", "-N", "128"), "fuzz", 2,
+                               description="2 MiB ext2 for fuzzing: indirect blocks, symlinks, a 2-block directory")
+KINDS["fuzz-ext4"] = ImageSpec("mkfs.ext4", ("-b", "1024", "-I", "256", "-N", "128",
+                                             "-O", "^64bit,^has_journal"), "fuzz", 2,
+                               description="2 MiB ext4 for fuzzing: a depth-1 extent tree, symlinks, metadata_csum")
 for _t in (0x83, 0xFD, 0x8E, 0x07):
     KINDS[f"mbr-{_t:02x}"] = ImageSpec("mkfs.ext4", ("-b", "4096", *_NO64), "small", 20, part_type=_t,
                                        description=f"MBR disk, partition 1 of type 0x{_t:02X} at 1 MiB, ext4")
@@ -257,8 +272,19 @@ class ExtImage:
         return Volume(disk, 0, disk.size, None, "(hd0)")
 
 
+_PACKAGES = {"sfdisk": "fdisk", "blkid": "util-linux"}
+
+
+def tool(name: str) -> str:
+    """Absolute path of an e2fsprogs/util-linux tool, also when /usr/sbin is not on PATH (non-root shells)."""
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin:/bin")
+    if found is None:
+        raise RuntimeError(f"{name} not found: install the Debian package {_PACKAGES.get(name, 'e2fsprogs')}")
+    return found
+
+
 def _tool_version() -> str:
-    out = subprocess.run(["mke2fs", "-V"], capture_output=True, text=True, check=False)
+    out = subprocess.run([tool("mke2fs"), "-V"], capture_output=True, text=True, check=False)
     return (out.stderr or out.stdout).splitlines()[0] if (out.stderr or out.stdout) else "unknown"
 
 
@@ -283,7 +309,7 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _run(cmd: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)) -> None:
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    res = subprocess.run([tool(cmd[0]), *cmd[1:]], env=env, capture_output=True, text=True, check=False)
     if res.returncode not in ok:
         raise RuntimeError(f"{' '.join(cmd)} failed ({res.returncode}): {res.stderr.strip() or res.stdout.strip()}")
 
@@ -308,7 +334,7 @@ def _build(kind: str, spec: ImageSpec, work: Path) -> Path:
         fs_mib = spec.size_mib - 2
         script = (f"label: dos\nlabel-id: 0x5eed0e27\nunit: sectors\n\n"
                   f"start={PART_START // 512}, size={fs_mib * MIB // 512}, type={spec.part_type:x}\n")
-        res = subprocess.run(["sfdisk", "-q", str(img)], input=script, env=env, capture_output=True, text=True,
+        res = subprocess.run([tool("sfdisk"), "-q", str(img)], input=script, env=env, capture_output=True, text=True,
                              check=False)
         if res.returncode != 0:
             raise RuntimeError(f"sfdisk failed: {res.stderr.strip()}")
@@ -349,13 +375,14 @@ def build_ext_image(kind: str) -> ExtImage:
 
 def debugfs(img: ExtImage, request: str) -> str:
     """Run a read-only debugfs request on the image (whole-disk kinds only) and return its output."""
-    res = subprocess.run(["debugfs", "-R", request, str(img.path)], capture_output=True, text=True, check=False)
+    res = subprocess.run([tool("debugfs"), "-R", request, str(img.path)], capture_output=True, text=True,
+                         check=False)
     return res.stdout
 
 
 def blkid(img: ExtImage) -> dict[str, str]:
     """`blkid -p -o export` on the filesystem (with --offset for partitioned kinds)."""
-    cmd = ["blkid", "-p", "-o", "export"]
+    cmd = [tool("blkid"), "-p", "-o", "export"]
     if img.offset:
         cmd += ["--offset", str(img.offset)]
     res = subprocess.run([*cmd, str(img.path)], capture_output=True, text=True, check=False)

@@ -102,7 +102,7 @@ _EXT3_RO_SUPP = _EXT2_RO_SUPP
 _EXT3_INCOMPAT_SUPP = 0x0002 | INCOMPAT_RECOVER | INCOMPAT_META_BG
 
 # Emulator bounds (GRUB has none: these only stop pathological images from running the emulator for hours).
-_MAX_DIRENT_STEPS = 1 << 20
+_MAX_DIRENT_STEPS = 1 << 18
 _MAX_EXTENT_LEVELS = 64
 
 
@@ -986,7 +986,7 @@ class Ext2Filesystem(Filesystem):
         if overrun:
             out.append(error("fs-feature-unsupported", f"{self.vol.name}: {overrun}"))
         if sb.has_incompat(INCOMPAT_META_BG):
-            dpb = self.block_size // (sb.desc_size if sb.has_incompat(INCOMPAT_64BIT) else 32) or 1
+            dpb = self.block_size // ((sb.desc_size if sb.has_incompat(INCOMPAT_64BIT) else 32) or 1) or 1
             if self.group_count > max(sb.first_meta_bg, 1) * dpb:
                 out.append(warning("fs-feature-unsupported",
                                    f"{self.vol.name}: meta_bg with {self.group_count} block groups; PV-GRUB reads "
