@@ -69,11 +69,17 @@ def compress(data: bytes, fmt: str) -> bytes:
     if path.exists():
         return path.read_bytes()
     out = subprocess.run(argv, input=data, capture_output=True, check=True).stdout
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(out)
-    tmp.replace(path)
+    _atomic_write(path, out)
     return out
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write via a unique temporary file and rename, so concurrent test runs never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -172,8 +178,7 @@ def _i386_package() -> tuple[str, str, str, str, str]:
     pkg = paras[m.group(1)]
     got = {"package": pkg["Package"], "version": pkg["Version"], "filename": pkg["Filename"],
            "sha256": pkg["SHA256"], "mirror": mirror}
-    idx.parent.mkdir(parents=True, exist_ok=True)
-    idx.write_text(json.dumps(got))
+    _atomic_write(idx, json.dumps(got).encode())
     return pkg["Package"], pkg["Version"], pkg["Filename"], pkg["SHA256"], mirror
 
 
@@ -184,8 +189,8 @@ def _extract_kernel(deb: Path, dest: Path, arch: str, pkg: str, version: str) ->
         vmlinuz = next(boot.glob("vmlinuz-*"))
         release = vmlinuz.name[len("vmlinuz-"):]
         config = boot / f"config-{release}"
-        staging = dest.with_name(dest.name + ".partial")
-        shutil.rmtree(staging, ignore_errors=True)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=dest.name + "."))
         (staging / "modules").mkdir(parents=True)
         shutil.copy2(vmlinuz, staging / vmlinuz.name)
         shutil.copy2(config, staging / config.name)
@@ -198,8 +203,10 @@ def _extract_kernel(deb: Path, dest: Path, arch: str, pkg: str, version: str) ->
         (staging / "meta.json").write_text(json.dumps({
             "arch": arch, "package": pkg, "version": version, "release": release,
             "module_paths": module_paths}))
-        shutil.rmtree(dest, ignore_errors=True)
-        staging.replace(dest)
+        try:
+            staging.replace(dest)
+        except OSError:  # another run finished first
+            shutil.rmtree(staging, ignore_errors=True)
     return _load_kernel(dest)
 
 
@@ -329,10 +336,7 @@ def debian_initrd(variant: str, kernel: DebianKernel | None = None) -> Path:
         comp = {"debian-zstd": "zstd", "no-blkfront": "zstd", "crc-gzip": "gzip"}.get(variant, variant)
         body = compress(main, comp)
         blob = body if variant in ("gzip", "crc-gzip") else early + body
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        part = dest.with_suffix(".partial")
-        part.write_bytes(blob)
-        part.replace(dest)
+        _atomic_write(dest, blob)
     return dest
 
 
