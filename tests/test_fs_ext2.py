@@ -401,7 +401,7 @@ def test_symlink_buffer_limit(tmp_path: Path) -> None:
 def test_64bit_fails_every_lookup() -> None:
     """PVGRUB.md §5 "INCOMPAT_64BIT always fails": patch 60's check (fsys_ext2fs.c:836-841) fires when
     bg_inode_table_hi is 0, i.e. always, at the first inode (the root): ERR_FILELENGTH and return -1, which
-    grub_open takes for success and then fails in gunzip_test_header with errnum still 14 (disk_io.c:1646-1647,
+    grub_open takes for success and then fails in gunzip_test_header with errnum still 14 (disk_io.c:1644-1647,
     gunzip.c:279-285). menu.lst is therefore "not found" with Error 14."""
     fs = fs_of("ext4-64bit")
     assert fs.sb.desc_size == 64
@@ -409,6 +409,29 @@ def test_64bit_fails_every_lookup() -> None:
         err = grub_error(fs, path)
         assert (err.number, err.code) == (Err.FILELENGTH, "fs-64bit"), path
         assert "64bit" in err.detail
+
+
+def test_64bit_check_is_inverted() -> None:
+    """The patch 60 test is `INCOMPAT_64BIT && !bg_inode_table_hi` (fsys_ext2fs.c:836-837): it refuses exactly the
+    normal case. With a non-zero bg_inode_table_hi the lookup goes on, using only the low 32 bits (:842) and
+    s_desc_size-spaced descriptors (EXT2_DESC_SIZE :375-379): here the files then open."""
+    img = image("ext4-64bit")
+    fs = fs_of("ext4-64bit")
+    assert fs.group_count == 1 and fs.block_size == 4096
+    patched = _patched(img, {4096 + 0x28: struct.pack("<I", 1)})  # group 0 descriptor in block 1
+    small = tree_files("small")
+    assert patched.open("/boot/grub/menu.lst").read(0, 4096) == small["/boot/grub/menu.lst"]
+    assert patched.open("/boot/vmlinuz").read(0, 1 << 20) == small["/boot/vmlinuz"]
+
+
+def test_metadata_csum_flex_bg_huge_file_are_harmless() -> None:
+    """PVGRUB.md §5 "metadata_csum alone harmless (derived)": GRUB never looks at checksums, flex_bg only moves
+    inode tables that the descriptors point to (:842-844), huge_file only matters with EXT4_HUGE_FILE_FL (:970)."""
+    fs = fs_of("ext4")
+    for feature in ("metadata_csum", "flex_bg", "huge_file", "extent", "dir_nlink", "extra_isize"):
+        assert feature in fs.identity.features
+    assert fs.findings() == []
+    assert fs.open("/boot/initrd.img").read(0, 1 << 20) == tree_files("standard")["/boot/initrd.img"]
 
 
 def test_meta_bg_descriptors_are_misread() -> None:

@@ -30,8 +30,8 @@ def _image(kind: str) -> tuple[bytes, tuple[tuple[str, int, int], ...]]:
     """The image bytes and the (name, offset, length) regions worth mutating, located with debugfs."""
     img: ExtImage = build_ext_image(kind)
     data = img.path.read_bytes()
-    regions: list[tuple[str, int, int]] = [("superblock", 1024, 1024), ("group-descriptors", 2 * BS, 64),
-                                           ("anywhere", 0, len(data))]
+    regions: list[tuple[str, int, int]] = [("superblock", 1024, 1024), ("superblock fields GRUB reads", 1024, 0x108),
+                                           ("group-descriptors", 2 * BS, 64), ("anywhere", 0, len(data))]
     inode_size = int.from_bytes(data[1024 + 0x58:1024 + 0x5A], "little")
     for path in ("/", "/boot", "/boot/grub", "/boot/grub/menu.lst", "/boot/vmlinuz", "/boot/sparse",
                  "/boot/fast", "/boot/slow", "/boot/dir"):

@@ -401,11 +401,11 @@ class _Driver:
 
     # -- disk_io.c devread / rawread --
     def devread_check(self, sector: int, byte_offset: int, length: int) -> bool:
-        """disk_io.c:304-338 devread + rawread's guards; sets errnum like GRUB and says whether data would be read.
+        """disk_io.c:304-339 devread + rawread's guards; sets errnum like GRUB and says whether data would be read.
 
         The partition bound is checked even when errnum is already set (disk_io.c:309-315); rawread then copies
         nothing while errnum is set (disk_io.c:158) and reports failure; a sector past the disk is ERR_GEOM
-        (disk_io.c:176-180)."""
+        (disk_io.c:180-183)."""
         sector &= _U32
         if length <= 0:
             return True
