@@ -90,11 +90,14 @@ class _Hang(Exception):
 
 
 class _Restart(Exception):
-    def __init__(self, config: str, device: Device, path: str) -> None:
+    """`configfile F`: cmain starts over with F, opened (like the `default` file next to it) on the root the
+    entry had set, since cmain's reset() leaves saved_drive alone."""
+
+    def __init__(self, config: str, root: Device, opened: Opened) -> None:
         super().__init__(config)
         self.config = config
-        self.device = device
-        self.path = path
+        self.root = root
+        self.opened = opened
 
 
 # Finding code for a GRUB error, by the command that raised it, when the cause has no better code.
@@ -146,13 +149,14 @@ class Machine:
             r.outcome = Outcome.HANG_PROMPT
             return r
         config, device, path, data = found
+        root = BOOT_DEVICE
         for _ in range(MAX_CONFIGFILE_RESTARTS):
             try:
-                self._run_config(config, device, path, data)
+                self._run_config(config, root, device, path, data)
                 return r
             except _Restart as restart:
-                config, device, path = restart.config, restart.device, restart.path
-                data = self.files.open(config, BOOT_DEVICE).data
+                config, root = restart.config, restart.root
+                device, path, data = restart.opened.device, restart.opened.path, restart.opened.data
                 r.findings.append(info("configfile", f"an entry switched to {config}"))
         r.outcome = Outcome.HANG_MENU
         r.findings.append(error("configfile-loop", f"configfile restarted GRUB more than "
@@ -192,19 +196,19 @@ class Machine:
                 r.findings.append(c)
         return None
 
-    def _read_saved_default(self, config: str) -> int:
+    def _read_saved_default(self, config: str, root: Device) -> int:
         """cmain: the `default` file in the menu's directory, read before the menu."""
         cut = config.rfind("/")
         name = config[:cut + 1] + "default"
         try:
-            return menumod.parse_default_file(self.files.open(name, BOOT_DEVICE, limit=1 << 20).data)
+            return menumod.parse_default_file(self.files.open(name, root, limit=1 << 20).data)
         except (GrubError, EmulatorLimit):
             return 0
 
-    def _run_config(self, config: str, device: Device, path: str, data: bytes) -> None:
+    def _run_config(self, config: str, root: Device, device: Device, path: str, data: bytes) -> None:
         r = self.run_state
         r.menu = (device, path)
-        saved = self._read_saved_default(config)
+        saved = self._read_saved_default(config, root)
         try:
             parsed = menumod.parse(data, saved)
         except menumod.FallbackLoop:
@@ -397,8 +401,7 @@ class Machine:
             return root, "chainloader"
         if word == "configfile":
             opened = self.files.open(arg, root)
-            name = menumod.skip_to(False, "x " + arg)  # keep the name as written
-            raise _Restart(arg.split()[0] if arg.split() else name, opened.device, opened.path)
+            raise _Restart(arg.split()[0] if arg.split() else arg, root, opened)
         if word == "savedefault":
             cut = config.rfind("/")
             default_file = config[:cut + 1] + "default"
