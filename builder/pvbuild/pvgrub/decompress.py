@@ -321,7 +321,7 @@ class MemberReader:
     def _gen_zstd(self) -> Iterator[bytes]:
         length = zstd_frame_length(self._data)
         dctx = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW)
-        reader = dctx.stream_reader(bytes(self._data[:length]), read_across_frames=False)
+        reader = dctx.stream_reader(self._data[:length], read_across_frames=False)
         while True:
             out = reader.read(self._room())
             if not out:
