@@ -100,8 +100,8 @@ def test_mount_partition_type(kind: str, mounts: bool) -> None:
 
 
 def test_mount_only_checks_magic_and_size() -> None:
-    """fsys_ext2fs.c:422-425: part_length < 4 sectors or a bad s_magic -> 0; nothing else in the superblock is
-    validated at mount time (a superblock of zeros plus the magic mounts)."""
+    """PVGRUB.md §5 (ext2fs probe): fsys_ext2fs.c:422-425: part_length < 4 sectors or a bad s_magic -> 0; nothing else
+    in the superblock is validated at mount time (a superblock of zeros plus the magic mounts)."""
     sb = bytearray(4096)
     assert mount(Volume(MemoryDisk(bytes(sb)), 0, 4096)) is None
     struct.pack_into("<H", sb, 1024 + 0x38, 0xEF53)
@@ -130,8 +130,9 @@ def test_identity_matches_blkid_and_dumpe2fs(kind: str) -> None:
 
 
 def test_identify_rejects_bad_superblock_checksum() -> None:
-    """blkid checks the metadata_csum superblock checksum (crc32c) and then does not report the filesystem, but
-    GRUB's mount (fsys_ext2fs.c:417-426) ignores checksums: mount works, identify() returns None."""
+    """PVGRUB.md §6 root=UUID= / §5 "metadata_csum alone harmless": blkid checks the metadata_csum superblock checksum
+    (crc32c) and then does not report the filesystem, but GRUB's mount (fsys_ext2fs.c:417-426) ignores checksums:
+    mount works, identify() returns None."""
     img = image("ext4")
     data = bytearray(img.path.read_bytes()[:1 << 20])
     data[1024 + 0x78] ^= 0x20  # change the label, keep the stale checksum
@@ -190,16 +191,17 @@ def test_htree_directory_is_scanned_linearly(kind: str) -> None:
 @pytest.mark.parametrize(("kind", "inode_size"), [("ext2", 128), ("ext4-1k", 128), ("ext3", 256), ("ext4", 256),
                                                   ("ext4-inode1024", 1024)])
 def test_any_inode_size(kind: str, inode_size: int) -> None:
-    """Patch 40ext3_256byte_inode: the inode stride is s_inode_size (fsys_ext2fs.c:362-363, 842-844, 856-858)."""
+    """PVGRUB.md §5 "any inode size (patch 40)": Patch 40ext3_256byte_inode: the inode stride is s_inode_size
+    (fsys_ext2fs.c:362-363, 842-844, 856-858)."""
     fs = fs_of(kind)
     assert fs.sb.inode_size == inode_size
     assert fs.open("/boot/grub/menu.lst").read(0, 1 << 16) == tree_files(image(kind).tree)["/boot/grub/menu.lst"]
 
 
 def test_ext2_indirect_blocks() -> None:
-    """ext2 block maps (fsys_ext2fs.c:447-547): with 1 KiB blocks a 600 KiB file needs the double-indirect block
-    (:497-518); a 70 MiB sparse file reaches the triple-indirect one (:520-546); holes (block 0) read as zeros
-    (ext2fs_read :716-717)."""
+    """PVGRUB.md §5 (ext2/3 block-mapped files): ext2 block maps (fsys_ext2fs.c:447-547): with 1 KiB blocks a 600 KiB
+    file needs the double-indirect block (:497-518); a 70 MiB sparse file reaches the triple-indirect one
+    (:520-546); holes (block 0) read as zeros (ext2fs_read :716-717)."""
     img = image("ext2")
     fs = fs_of("ext2")
     assert fs.block_size == 1024
@@ -217,8 +219,9 @@ def test_ext2_indirect_blocks() -> None:
 
 
 def test_extent_tree_depth_one_without_holes() -> None:
-    """Patch 60 ext4fs_block_map (fsys_ext2fs.c:594-663): an index level (:628-647, eh_depth != 0) then a leaf
-    binary search (:650); a 6 MiB file split in 8 extents (1 MiB groups, no flex_bg) reads back exactly."""
+    """PVGRUB.md §5 "extents (patch 60)": Patch 60 ext4fs_block_map (fsys_ext2fs.c:594-663): an index level (:628-647,
+    eh_depth != 0) then a leaf binary search (:650); a 6 MiB file split in 8 extents (1 MiB groups, no flex_bg)
+    reads back exactly."""
     img = image("ext4-frag")
     assert extent_depth(img, "/boot/vmlinuz") == 1
     assert len(leaf_extents(img, "/boot/vmlinuz")) > 4
@@ -231,8 +234,8 @@ def test_extent_tree_depth_one_without_holes() -> None:
 
 @pytest.mark.parametrize(("kind", "depth"), [("ext4-1k", 2), ("ext4", 1)])
 def test_extent_tree_data_blocks(kind: str, depth: int) -> None:
-    """fsys_ext2fs.c:628-661: a 400-extent file (a hole after each 4 KiB of data) has a depth-2 tree with 1 KiB
-    blocks, depth 1 with 4 KiB; every data run is found through the index levels."""
+    """PVGRUB.md §5 "extents (patch 60)": fsys_ext2fs.c:628-661: a 400-extent file (a hole after each 4 KiB of data)
+    has a depth-2 tree with 1 KiB blocks, depth 1 with 4 KiB; every data run is found through the index levels."""
     img = image(kind)
     assert extent_depth(img, "/sparse") == depth
     content = tree_files(img.tree)["/sparse"]
@@ -243,10 +246,10 @@ def test_extent_tree_data_blocks(kind: str, depth: int) -> None:
 
 
 def test_extent_holes_are_misread() -> None:
-    """GRUB's extent lookup ignores holes (fsys_ext2fs.c:656-661 checks `ee_block + ee_len < lb`): the block just
-    after an extent maps to the physical block after it (here: the next data run, not zeros), a block further
-    into the hole is Error 16. mke2fs -d turns every all-zero block into a hole, so this bites real images.
-    Block-mapped files read holes as zeros (ext2fs_read :716-717)."""
+    """PVGRUB.md §5 "extents (patch 60)", derived: GRUB's extent lookup ignores holes (fsys_ext2fs.c:656-661 checks
+    `ee_block + ee_len < lb`): the block just after an extent maps to the physical block after it (here: the next
+    data run, not zeros), a block further into the hole is Error 16. mke2fs -d turns every all-zero block into a
+    hole, so this bites real images. Block-mapped files read holes as zeros (ext2fs_read :716-717)."""
     img = image("ext4-1k")
     bs = block_size(img)
     exts = leaf_extents(img, "/sparse")
@@ -268,8 +271,8 @@ def test_extent_holes_are_misread() -> None:
 
 
 def test_read_is_random_access_and_bounded() -> None:
-    """grub_read clips to filemax (disk_io.c:1661-1666); ext2fs_read maps only the blocks it needs
-    (fsys_ext2fs.c:694-731): a small read far into a file touches a few blocks, not the file."""
+    """PVGRUB.md §4-5 (file reads): grub_read clips to filemax (disk_io.c:1661-1666); ext2fs_read maps only the blocks
+    it needs (fsys_ext2fs.c:694-731): a small read far into a file touches a few blocks, not the file."""
     img = image("ext4")
     fs = fs_of("ext4")
     content = tree_files(img.tree)["/boot/vmlinuz"]
@@ -316,8 +319,9 @@ def test_path_forms_that_resolve(path: str) -> None:
     ("/nope", Err.FILE_NOT_FOUND, "file-not-found"),
 ])
 def test_path_errors(path: str, number: int, code: str) -> None:
-    """fsys_ext2fs.c ext2fs_dir: a final non-regular file is Error 2 (:964-968), an intermediate non-directory
-    or empty directory is Error 2 (:989-993), a missing name after scanning i_size bytes is Error 15 (:1013-1027)."""
+    """PVGRUB.md §4 (paths; error numbers §3): fsys_ext2fs.c ext2fs_dir: a final non-regular file is Error 2
+    (:964-968), an intermediate non-directory or empty directory is Error 2 (:989-993), a missing name after
+    scanning i_size bytes is Error 15 (:1013-1027)."""
     for kind in ("ext2", "ext4"):
         err = grub_error(fs_of(kind), path)
         assert (err.number, err.code) == (number, code), kind
@@ -342,8 +346,9 @@ def test_symlinks_resolve(kind: str, path: str) -> None:
 
 @pytest.mark.parametrize("kind", ["ext2", "ext4"])
 def test_symlink_limit_and_loops(kind: str) -> None:
-    """MAX_LINK_COUNT is 5 (fsys_ext2fs.c:342) and `++link_count > MAX_LINK_COUNT` (:892) counts every link of
-    one lookup: a chain of 5 resolves, 6 is Error 26, so is a loop; absolute links chain too."""
+    """PVGRUB.md §4 "Symlinks: ext2 follows up to 5": MAX_LINK_COUNT is 5 (fsys_ext2fs.c:342) and `++link_count >
+    MAX_LINK_COUNT` (:892) counts every link of one lookup: a chain of 5 resolves, 6 is Error 26, so is a loop;
+    absolute links chain too."""
     fs = fs_of(kind)
     assert fs.open("/links/c1").read(0, 100) == b"the end of the chain\n"  # c1..c5: 5 links
     assert fs.open("/links/abs-chain").read(0, 100) == b"the end of the chain\n"  # abs-chain, c2..c5: 5 links
@@ -357,8 +362,9 @@ def test_symlink_limit_and_loops(kind: str) -> None:
 
 @pytest.mark.parametrize("kind", ["ext2", "ext4"])
 def test_fast_and_slow_symlinks(kind: str) -> None:
-    """ext2_is_fast_symlink (fsys_ext2fs.c:763-769): i_blocks == (EA block ? 1 block : 0) -> the target is in
-    i_block (:931-938); otherwise it is read through ext2fs_read, block map or extents (:923-930)."""
+    """PVGRUB.md §4 (ext2 symlinks): ext2_is_fast_symlink (fsys_ext2fs.c:763-769): i_blocks == (EA block ? 1 block : 0)
+    -> the target is in i_block (:931-938); otherwise it is read through ext2fs_read, block map or extents
+    (:923-930)."""
     img = image(kind)
     assert re.search(r"Blockcount: 0\b", debugfs(img, "stat /boot/rel-menu"))
     assert not re.search(r"Blockcount: 0\b", debugfs(img, "stat /links/slow"))
@@ -384,7 +390,8 @@ def _mount_file(path: Path) -> Ext2Filesystem:
 
 
 def test_symlink_buffer_limit(tmp_path: Path) -> None:
-    """fsys_ext2fs.c:904-909: link size + remaining path > sizeof(linkbuf) - 2 = 1022 -> Error 14."""
+    """PVGRUB.md §4 (ext2 symlinks), derived: fsys_ext2fs.c:904-909: link size + remaining path > sizeof(linkbuf) - 2 =
+    1022 -> Error 14."""
     path = _copy(image("ext4-inode1024"), tmp_path)
     _debugfs_w(path, "symlink /boot/long " + "/boot/grub/" + "x" * 1005)
     fs = _mount_file(path)
@@ -412,9 +419,10 @@ def test_64bit_fails_every_lookup() -> None:
 
 
 def test_64bit_check_is_inverted() -> None:
-    """The patch 60 test is `INCOMPAT_64BIT && !bg_inode_table_hi` (fsys_ext2fs.c:836-837): it refuses exactly the
-    normal case. With a non-zero bg_inode_table_hi the lookup goes on, using only the low 32 bits (:842) and
-    s_desc_size-spaced descriptors (EXT2_DESC_SIZE :375-379): here the files then open."""
+    """PVGRUB.md §5 "inverted check in patch 60": The patch 60 test is `INCOMPAT_64BIT && !bg_inode_table_hi`
+    (fsys_ext2fs.c:836-837): it refuses exactly the normal case. With a non-zero bg_inode_table_hi the lookup goes
+    on, using only the low 32 bits (:842) and s_desc_size-spaced descriptors (EXT2_DESC_SIZE :375-379): here the
+    files then open."""
     img = image("ext4-64bit")
     fs = fs_of("ext4-64bit")
     assert fs.group_count == 1 and fs.block_size == 4096
@@ -466,7 +474,7 @@ def test_inline_data_is_misread() -> None:
 
 
 def test_huge_file_flag(tmp_path: Path) -> None:
-    """fsys_ext2fs.c:970-975: EXT4_HUGE_FILE_FL with i_size_high 0 -> Error 14."""
+    """PVGRUB.md §5 "huge_file (patch 60)": fsys_ext2fs.c:970-975: EXT4_HUGE_FILE_FL with i_size_high 0 -> Error 14."""
     path = _copy(image("ext4-inode1024"), tmp_path)
     _debugfs_w(path, "set_inode_field /boot/small flags 0x40000")
     err = grub_error(_mount_file(path), "/boot/small")
@@ -474,8 +482,9 @@ def test_huge_file_flag(tmp_path: Path) -> None:
 
 
 def test_block_size_above_8k_overruns_fsys_buf(tmp_path: Path) -> None:
-    """GRUB keeps superblock + descriptor block + a block read into INODE + DATABLOCK1/2 in FSYS_BUF (32 KiB,
-    shared.h:91; fsys_ext2fs.c:346-356): 16 KiB blocks overrun it. mount still succeeds (:417-426)."""
+    """PVGRUB.md §5, derived: GRUB keeps superblock + descriptor block + a block read into INODE + DATABLOCK1/2 in
+    FSYS_BUF (32 KiB, shared.h:91; fsys_ext2fs.c:346-356): 16 KiB blocks overrun it. mount still succeeds
+    (:417-426)."""
     path = tmp_path / "b16.img"
     with open(path, "wb") as f:
         f.truncate(16 << 20)
@@ -513,8 +522,8 @@ def _patched(img: ExtImage, patches: dict[int, bytes]) -> Ext2Filesystem:
 
 
 def test_rec_len_zero_hangs() -> None:
-    """fsys_ext2fs.c:1060 `loc += dp->rec_len` with rec_len 0 and no match rereads the same entry forever: the
-    emulator reports code fs-hang instead of looping."""
+    """PVGRUB.md §5 (linear directory scan), derived: fsys_ext2fs.c:1060 `loc += dp->rec_len` with rec_len 0 and no
+    match rereads the same entry forever: the emulator reports code fs-hang instead of looping."""
     img = image("ext2")
     blk = _first_block(img, "/boot/grub") * 1024
     err = grub_error(_patched(img, {blk + 4: b"\0\0"}), "/boot/grub/menu.lst")
@@ -522,8 +531,8 @@ def test_rec_len_zero_hangs() -> None:
 
 
 def test_directory_block_outside_partition() -> None:
-    """fsys_ext2fs.c:1051-1056: a directory block that cannot be read is Error 16 (devread's Error 24 is
-    overwritten)."""
+    """PVGRUB.md §3 error 16 "fs corrupt": fsys_ext2fs.c:1051-1056: a directory block that cannot be read is Error 16
+    (devread's Error 24 is overwritten)."""
     img = image("ext2")
     blk, off = _imap(img, "/boot/grub")
     err = grub_error(_patched(img, {blk * 1024 + off + 40: struct.pack("<I", 0x00FFFFFF)}), "/boot/grub/menu.lst")
@@ -531,7 +540,8 @@ def test_directory_block_outside_partition() -> None:
 
 
 def test_inode_table_outside_partition() -> None:
-    """fsys_ext2fs.c:848-851: the inode table read fails with devread's own errnum, Error 24 (disk_io.c:309-315)."""
+    """PVGRUB.md §3 error numbers (24 from devread): fsys_ext2fs.c:848-851: the inode table read fails with devread's
+    own errnum, Error 24 (disk_io.c:309-315)."""
     img = image("ext2")
     gdt = 2 * 1024  # 1 KiB blocks: first_data_block 1, descriptors in block 2
     err = grub_error(_patched(img, {gdt + 8: struct.pack("<I", 0x00FFFFF0)}), "/boot/grub/menu.lst")
@@ -539,14 +549,14 @@ def test_inode_table_outside_partition() -> None:
 
 
 def test_division_by_zero_is_a_crash() -> None:
-    """fsys_ext2fs.c:820: s_inodes_per_group 0 divides by zero in PV-GRUB: code fs-crash."""
+    """PVGRUB.md §5, derived: fsys_ext2fs.c:820: s_inodes_per_group 0 divides by zero in PV-GRUB: code fs-crash."""
     img = image("ext2")
     err = grub_error(_patched(img, {1024 + 0x28: b"\0\0\0\0"}), "/boot/grub/menu.lst")
     assert err.code == "fs-crash"
 
 
 def test_extent_magic_checked() -> None:
-    """fsys_ext2fs.c:623-627: a bad extent header magic in the inode is Error 16."""
+    """PVGRUB.md §3 error 16 "fs corrupt": fsys_ext2fs.c:623-627: a bad extent header magic in the inode is Error 16."""
     img = image("ext4")
     blk, off = _imap(img, "/boot/vmlinuz")
     err = grub_error(_patched(img, {blk * 4096 + off + 40: b"\0\0"}), "/boot/vmlinuz")
@@ -554,7 +564,8 @@ def test_extent_magic_checked() -> None:
 
 
 def test_extent_above_2_32_is_error_14() -> None:
-    """fsys_ext2fs.c:651-655: ee_start_hi != 0 (a block above 2^32) -> Error 14, code fs-feature-unsupported."""
+    """PVGRUB.md §5 "extents above 2^32: unsupported": fsys_ext2fs.c:651-655: ee_start_hi != 0 (a block above 2^32) ->
+    Error 14, code fs-feature-unsupported."""
     img = image("ext4")
     blk, off = _imap(img, "/boot/vmlinuz")
     assert extent_depth(img, "/boot/vmlinuz") == 0

@@ -88,19 +88,21 @@ FUZZ = settings(max_examples=200, deadline=2000, suppress_health_check=[HealthCh
 @FUZZ
 @given(mutated("fuzz-ext2"))
 def test_fuzz_ext2_block_maps(data: bytes) -> None:
-    """Mutated ext2 (block maps, fsys_ext2fs.c:447-547): only GrubError, never another exception or a hang."""
+    """PVGRUB.md §5 (ext2 reader robustness): Mutated ext2 (block maps, fsys_ext2fs.c:447-547): only GrubError, never
+    another exception or a hang."""
     _exercise(data)
 
 
 @FUZZ
 @given(mutated("fuzz-ext4"))
 def test_fuzz_ext4_extents(data: bytes) -> None:
-    """Mutated ext4 (extent trees, fsys_ext2fs.c:594-663): only GrubError, never another exception or a hang."""
+    """PVGRUB.md §5 (ext4 reader robustness): Mutated ext4 (extent trees, fsys_ext2fs.c:594-663): only GrubError, never
+    another exception or a hang."""
     _exercise(data)
 
 
 def test_fuzz_images_are_sane() -> None:
-    """The unmutated fuzz images resolve every path the fuzzer exercises (so mutations are what fails)."""
+    """PVGRUB.md §4-5: the unmutated fuzz images resolve the paths the fuzzer exercises (mutations are what fails)."""
     for kind in ("fuzz-ext2", "fuzz-ext4"):
         data, regions = _image(kind)
         assert any(name == "extent leaf block" for name, _, _ in regions) == (kind == "fuzz-ext4")

@@ -356,8 +356,6 @@ class _Inode:
         return bytes(out)
 
 
-_EXT4_FAIL = -1
-
 
 class _Driver:
     """One `grub_open` worth of fsys_ext2fs.c state: errnum, the mapblock1/mapblock2 caches of DATABLOCK1/2,
