@@ -613,3 +613,21 @@ def test_sparse_kernel_file_cannot_be_read() -> None:
     r = check(whole(boot_files(extra={f"/boot/vmlinuz-{VERSION}": bytes(kernel)}), options=("-O", "^64bit",
                                                                                                "-b", "1024")))
     assert r["tried"][0]["error"] == 16, r["findings"]
+
+
+def test_real_debian_686_pae_kernel_is_not_pv() -> None:
+    """PVGRUB.md §6 + the brief: Debian 12's 686-pae kernel (6.1) has no Xen PV support (32-bit PV left
+    Linux in 5.9): the i386 AKI refuses it, and so does the x86_64 one."""
+    from tests.fixtures_kernels import debian_kernel
+
+    k = debian_kernel("i386")
+    rel = k.release
+    menu = (b"timeout 0\ntitle Debian i386\nroot (hd0)\nkernel /boot/vmlinuz-%s root=/dev/xvda1 console=hvc0\n"
+            % rel.encode())
+    img = whole({"/boot/grub/menu.lst": menu, f"/boot/vmlinuz-{rel}": k.vmlinuz.read_bytes()}, size_mb=64,
+                dense=True)
+    for arch in ("i386", "x86_64"):
+        r = check(img, arch=arch)
+        assert r["outcome"] == "hang-menu", r["findings"]
+        assert r["kernel"]["xen_pv"] is False and r["kernel"]["machine"] == "i386"
+        assert "kernel-no-pv" in codes(r, "error")
