@@ -41,7 +41,7 @@ class Fs:
     uuid: str | None = None
     # mke2fs -d turns every all-zero block of a file into a hole; PV-GRUB's extent code cannot read holes
     # (see test_machine.py). With `dense`, files are rewritten through a loop mount so they have none.
-    dense: bool = False
+    dense: bool = True
 
     @staticmethod
     def of(tree: Tree, **kw: object) -> Fs:
@@ -103,7 +103,7 @@ def make_fs(fs: Fs, out: Path) -> None:
                 cmd += ["-L", fs.label]
             cmd += ["-U", fs.uuid or "6b7c1a1e-2d2f-4b8e-9a51-0c6d7e8f9a0b", str(out)]
             _run(cmd)
-            if fs.dense:
+            if fs.dense and any(src.is_file() for src in tree.rglob("*")):
                 _rewrite_dense(out, tree, Path(tmp) / "mnt")
         elif fs.fstype == "xfs":
             from tests.fixtures_xfs import make_xfs  # the XFS builder (protofile, no mount)

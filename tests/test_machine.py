@@ -611,8 +611,12 @@ def test_sparse_kernel_file_cannot_be_read() -> None:
     kernel = bytearray(pv_kernel())
     kernel += bytes(16384) + b"tail"  # zero blocks in the middle of the file become a hole
     r = check(whole(boot_files(extra={f"/boot/vmlinuz-{VERSION}": bytes(kernel)}), options=("-O", "^64bit",
-                                                                                               "-b", "1024")))
+                                                                                               "-b", "1024"),
+                    dense=False))
     assert r["tried"][0]["error"] == 16, r["findings"]
+    # A one-block hole right after an extent is read from the next physical block: loaded, but corrupt.
+    r = check(whole(boot_files(), options=("-O", "^64bit", "-b", "1024"), dense=False))
+    assert "file-sparse" in codes(r, "error")
 
 
 def test_real_debian_686_pae_kernel_is_not_pv() -> None:

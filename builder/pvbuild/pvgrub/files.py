@@ -9,11 +9,12 @@ magic is transparently gunzipped (`gunzip_test_header`), whatever it is: menu.ls
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pvbuild.pvgrub.blockio import SECTOR, Disk, Volume
 from pvbuild.pvgrub.disk import Device, open_volume, parse_device, parse_maxint
 from pvbuild.pvgrub.errors import Err, GrubError
+from pvbuild.pvgrub.findings import Finding, error
 from pvbuild.pvgrub.fs.base import Filesystem, FsIdentity
 from pvbuild.pvgrub.profiles import Profile
 
@@ -42,6 +43,7 @@ class Opened:
     data: bytes
     gzipped: bool
     fs: Filesystem | None
+    problems: list[Finding] = field(default_factory=list)
 
 
 def split_path(text: str) -> str:
@@ -200,7 +202,18 @@ class FileLayer:
                                           f"{limit}-byte bound", code="file-too-large")
         raw = f.read(0, f.size)
         data, gz = gunzip(raw, limit=limit) if decompress else (raw, False)
-        return Opened(device, path, data, gz, fs)
+        problems = []
+        misread = getattr(f, "misread_blocks", ())
+        if misread:
+            problems.append(error("file-sparse", f"{device}{path} has holes (all-zero blocks left unallocated, as "
+                                                 "`mkfs -d` does): PV-GRUB reads block(s) "
+                                                 f"{', '.join(map(str, misread[:8]))}"
+                                                 " from the next physical block instead of zeros, so what it loads "
+                                                 "is corrupt; write boot files without holes"))
+        for feature in getattr(f, "unsupported", ()):
+            problems.append(error("fs-feature-unsupported", f"{device}{path}: read through {feature}, which "
+                                                            "PV-GRUB misreads"))
+        return Opened(device, path, data, gz, fs, problems)
 
     def exists(self, name: str, root: Device) -> bool:
         try:

@@ -144,7 +144,12 @@ class Machine:
     # --- top level -----------------------------------------------------------------------------------
     def run(self) -> Run:
         r = self.run_state
-        found = self._find_menu()
+        try:
+            found = self._find_menu()
+        except _Hang as hang:
+            r.outcome = hang.outcome
+            r.findings.append(hang.finding)
+            return r
         if found is None:
             r.outcome = Outcome.HANG_PROMPT
             return r
@@ -171,6 +176,8 @@ class Machine:
             try:
                 opened = self.files.open(location, BOOT_DEVICE)
             except GrubError as e:
+                if e.code == "fs-hang":
+                    raise _Hang(Outcome.HANG_PROMPT, error("fs-hang", f"looking for {location}: {e.detail}")) from e
                 why = f"Error {e.number}: {e.grub_message}" + (f" ({e.detail})" if e.detail else "")
                 r.search.append((location, why))
                 if (e.code and e.code not in ("file-not-found", "partition-not-found",
@@ -184,6 +191,7 @@ class Machine:
                 continue
             r.menu = (opened.device, opened.path)
             r.menu_text = opened.data
+            r.findings.extend(opened.problems)
             return location, opened.device, opened.path, opened.data
         searched = ", ".join(self.profile.menu_search())
         r.findings.append(error("menu-not-found", f"PV-GRUB {self.profile.version} ({self.profile.variant}) "
@@ -325,6 +333,17 @@ class Machine:
             try:
                 root, kernel_type = self._command(word, arg, root, kernel_type, st, config, index)
             except GrubError as e:
+                if e.code == "fs-hang":
+                    raise _Hang(Outcome.HANG_MENU, error("fs-hang", f"entry {index}, line {line} `{word}`: "
+                                                         f"{e.detail}")) from e
+                if e.number == 0:
+                    # The command failed without setting errnum: run_script goes on (cmdline.c:196-208) and
+                    # whatever it was loading is simply not loaded.
+                    self.run_state.findings.append(warning(e.code or "fs-silent-failure", f"entry {index}, line "
+                                                           f"{line} `{word}` failed silently: {e.detail}"))
+                    if word == "kernel":
+                        kernel_type = "none"
+                    continue
                 raise _CmdError(word, line, e) from e
             except EmulatorLimit as lim:
                 raise _Hang(Outcome.HANG_MENU, error(lim.code, str(lim))) from lim
@@ -366,7 +385,7 @@ class Machine:
                 raise GrubError(Err.WONT_FIT, "kernel line longer than GRUB's 24 KiB command-line buffer")
             # load_image: the kernel buffer is freed first, so a failed load leaves no kernel at all.
             self._kernel = None
-            opened = self.files.open(arg, root)
+            opened = self._open(arg, root)
             self._kernel = Loaded(opened, menumod.skip_to(False, arg))
             return root, "pv"
         if word in ("initrd", "module", "modulenounzip"):
@@ -378,9 +397,9 @@ class Machine:
                 # load_initrd: the old module buffer is freed before the new file is read.
                 self._module = None
                 self._multiboot = False
-                self._module = Loaded(self.files.open(arg, root))
+                self._module = Loaded(self._open(arg, root))
             else:
-                opened = self.files.open(arg, root, decompress=word == "module")
+                opened = self._open(arg, root, decompress=word == "module")
                 # load_module: an initrd loaded before is dropped; modules become a multiboot list.
                 if not self._multiboot:
                     self._module = None
@@ -445,6 +464,12 @@ class Machine:
             return root, kernel_type
         # Everything else (color, print, terminal, map, hide, ...) has no effect on what boots.
         return root, kernel_type
+
+    def _open(self, name: str, root: Device, *, decompress: bool = True) -> Opened:
+        """Open a file an entry loads; what the file layer noticed about it becomes findings."""
+        opened = self.files.open(name, root, decompress=decompress)
+        self.run_state.findings.extend(opened.problems)
+        return opened
 
     def _devices(self) -> list[str]:
         from pvbuild.pvgrub.disk import read_layout

@@ -372,6 +372,8 @@ class _Driver:
         self.detail = ""
         self.mapblock1 = -1
         self.mapblock2 = -1
+        # Logical blocks read from the block just past an extent instead of a hole's zeros (see ext4_block_map).
+        self.misread: set[int] = set()
         self.db1 = b""
         self.db2 = b""
         self.inode: _Inode | None = None
@@ -595,6 +597,8 @@ class _Driver:
                       f"inode {ino.ino}: logical block {lb} is in a hole after extent "
                       f"[{ee_block}, {ee_block + ee_len}) (PV-GRUB cannot read sparse extent files)")
             return -1
+        if ((ee_block + ee_len) & _U32) == (lb & _U32):
+            self.misread.add(lb)
         return _s32(start_lo + lb - ee_block)  # :661
 
     # -- ext2fs_read --
@@ -896,6 +900,9 @@ class Ext2File(File):
         # filemax is an int: i_size >= 2^31 is negative and grub_read then returns nothing (disk_io.c:1661-1666).
         self.size = inode.size if inode.size < 0x80000000 else 0
         self.unsupported: tuple[str, ...] = tuple(driver.taint)
+        # Blocks of a hole that PV-GRUB reads from the next physical block instead of as zeros: the bytes it
+        # loads differ from the file's content there.
+        self.misread_blocks: tuple[int, ...] = ()
 
     def read(self, offset: int, length: int) -> bytes:
         """grub_read (disk_io.c:1658-1677) clipping to filemax, then ext2fs_read."""
@@ -908,7 +915,10 @@ class Ext2File(File):
         drv.detail = ""
         drv.inode = self._inode
         try:
-            return drv.read(offset, length)
+            data = drv.read(offset, length)
+            self.misread_blocks = tuple(sorted(set(self.misread_blocks) | drv.misread))
+            drv.misread = set()
+            return data
         except _Undefined as e:
             drv.fail(Err.FSYS_CORRUPT, e.code, e.detail)
             raise drv.error() from None
