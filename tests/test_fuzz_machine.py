@@ -22,7 +22,7 @@ from pvbuild.pvgrub.check import check_disk
 from pvbuild.pvgrub.disk import HD_BASE, Device, open_volume, read_layout
 from pvbuild.pvgrub.errors import GrubError, ImageError
 from pvbuild.pvgrub.profiles import Profile
-from tests.imagebuild import DiskSpec, Fs, build
+from tests.imagebuild import DiskSpec, Fs, Tree, build
 from tests.test_machine import INITRD, KCONFIG, VERSION, initrd, pv_kernel
 
 MENU_SIZE = 4096
@@ -34,7 +34,7 @@ FUZZ = settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCh
 @cache
 def base_image() -> tuple[bytes, int]:
     """A small real ext4 image with a 4 KiB menu.lst whose data block offset we know (to patch it in place)."""
-    tree = {"/boot/grub/menu.lst": b"\n" * MENU_SIZE, f"/boot/vmlinuz-{VERSION}": pv_kernel(),
+    tree: Tree = {"/boot/grub/menu.lst": b"\n" * MENU_SIZE, f"/boot/vmlinuz-{VERSION}": pv_kernel(),
             INITRD: initrd(), f"/boot/config-{VERSION}": KCONFIG, "/boot/grub/default": b"1\n",
             "/boot/grub/other.lst": b"timeout 0\ntitle o\nroot (hd0)\nkernel /boot/vmlinuz-" + VERSION.encode()}
     img = build(DiskSpec("none", whole=Fs.of(tree, size_mb=16, label="rootfs",
@@ -45,7 +45,10 @@ def base_image() -> tuple[bytes, int]:
     return Path(img).read_bytes(), block * 4096
 
 
-def run_check(data: bytes, profile: Profile = Profile()) -> None:
+DEFAULT_PROFILE = Profile()
+
+
+def run_check(data: bytes, profile: Profile = DEFAULT_PROFILE) -> None:
     tracemalloc.start()
     try:
         report = check_disk(MemoryDisk(data), profile, "<fuzz>")
@@ -101,11 +104,11 @@ def menus(draw: st.DrawFn) -> str:
                 ("initrd", INITRD)]
     for _ in range(draw(st.integers(0, 4))):
         out.append(f"title {draw(st.text(max_size=12))}\n")
-        lines = [t for t in template if draw(st.integers(0, 5))]
+        lines: list[tuple[str, ...]] = [t for t in template if draw(st.integers(0, 5))]
         for extra in draw(st.lists(LINE, max_size=3)):
             lines.insert(draw(st.integers(0, len(lines))), extra)
-        for parts in lines:
-            out.append(parts[0] + draw(SEPARATORS) + "".join(parts[1:]) + draw(ENDINGS))
+        for cmd in lines:
+            out.append(cmd[0] + draw(SEPARATORS) + "".join(cmd[1:]) + draw(ENDINGS))
     return "".join(out)
 
 
@@ -150,7 +153,8 @@ def test_partition_tables_never_crash(entries: list[tuple[int, int, int, int]], 
     for n in range(8):
         try:
             vol = open_volume(d, Device(HD_BASE, n), gpt=gpt)
-            assert 0 <= vol.start and vol.length >= 0
+            assert vol.start >= 0
+            assert vol.length >= 0
         except GrubError:
             pass
 

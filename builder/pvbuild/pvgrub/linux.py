@@ -72,6 +72,7 @@ def candidates(disk: Disk, layout: Layout) -> list[Candidate]:
     for p in layout.partitions:
         n = p.linux_number
         ident = probe.identify(Volume(disk, p.start, p.length, p.type, f"(hd0,{p.index})")) if p.length else None
+        puuid: str | None
         if layout.scheme == Scheme.MBR and layout.disk_signature is not None:
             puuid = f"{layout.disk_signature:08x}-{n:02x}"
         else:

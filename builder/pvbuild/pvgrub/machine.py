@@ -13,7 +13,7 @@ from enum import StrEnum
 
 from pvbuild.pvgrub import menu as menumod
 from pvbuild.pvgrub.blockio import Disk
-from pvbuild.pvgrub.disk import BOOT_DEVICE, Device, parse_device
+from pvbuild.pvgrub.disk import BOOT_DEVICE, Device, parse_device, parse_maxint
 from pvbuild.pvgrub.errors import Err, GrubError
 from pvbuild.pvgrub.files import EmulatorLimit, FileLayer, Opened
 from pvbuild.pvgrub.findings import Finding, error, info, warning
@@ -101,12 +101,12 @@ class _Restart(Exception):
 
 
 # Finding code for a GRUB error, by the command that raised it, when the cause has no better code.
-_BY_COMMAND = {
+_BY_COMMAND: dict[tuple[str, int], str] = {
     ("kernel", Err.FILE_NOT_FOUND): "kernel-not-found",
     ("initrd", Err.FILE_NOT_FOUND): "initrd-not-found",
     ("module", Err.FILE_NOT_FOUND): "initrd-not-found",
 }
-_BY_NUMBER = {
+_BY_NUMBER: dict[int, str] = {
     Err.FILE_NOT_FOUND: "file-not-found",
     Err.BAD_FILENAME: "bad-filename",
     Err.SYMLINK_LOOP: "symlink-loop",
@@ -118,13 +118,11 @@ _BY_NUMBER = {
 
 
 def finding_code(command: str, e: GrubError) -> str:
-    by_cmd = _BY_COMMAND.get((command, Err(e.number) if e.number in Err._value2member_map_ else e.number))
+    """The finding code for a failed command: what the command was loading beats a generic file code."""
+    by_cmd = _BY_COMMAND.get((command, e.number))
     if by_cmd and e.code in (None, "file-not-found"):
         return by_cmd
-    if e.code:
-        return e.code
-    return _BY_NUMBER.get(Err(e.number), f"grub-error-{e.number}") if e.number in Err._value2member_map_ \
-        else f"grub-error-{e.number}"
+    return e.code or _BY_NUMBER.get(e.number, f"grub-error-{e.number}")
 
 
 class Machine:
@@ -427,7 +425,7 @@ class Machine:
             if arg.startswith("fallback"):
                 if not st.fallbacks():
                     raise GrubError(Err.BAD_ARGUMENT, "`savedefault fallback` in the last fallback entry")
-            elif arg and menumod.parse_maxint(arg, 0) is None:
+            elif arg and parse_maxint(arg, 0) is None:
                 raise GrubError(Err.NUMBER_PARSING, f"savedefault {arg}")
             try:
                 self.files.open(default_file, BOOT_DEVICE, decompress=False, limit=1 << 20)
