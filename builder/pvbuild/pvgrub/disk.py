@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -25,7 +26,7 @@ EXTENDED_TYPES = frozenset({0x05, 0x0F, 0x85})  # pc_slice.h IS_PC_SLICE_TYPE_EX
 BSD_TYPES = frozenset({0xA5, 0xA6, 0xA9})  # pc_slice.h IS_PC_SLICE_TYPE_BSD
 GPT_PROTECTIVE = 0xEE
 # Bounds against hostile tables (GRUB itself would loop forever on a cyclic EBR chain).
-MAX_EBR = 256
+MAX_EBR = 512
 MAX_GPT_ENTRIES = 1024
 MAXINT = 0x7FFFFFFF
 
@@ -198,38 +199,33 @@ def _has_signature(sector: bytes) -> bool:
     return sector[510:512] == b"\x55\xaa"
 
 
-def _walk_mbr(disk: Disk) -> list[Partition]:
-    """next_pc_slice, iterated: primaries 0-3 by slot (empty ones keep their numbers), then the logical
-    partitions of the first extended partition, numbered from 4 in EBR order.
+def _walk_mbr(disk: Disk) -> Iterator[Partition]:
+    """next_pc_slice, iterated lazily as GRUB does: primaries 0-3 by slot (empty ones keep their numbers), then
+    the logical partitions of the first extended partition, numbered from 4 in EBR order.
 
-    An empty slot or an extended partition is returned too (type 0 / 0x05): GRUB only matches a destination
+    An empty slot or an extended partition is yielded too (type 0 / 0x05): GRUB only matches a destination
     whose type is non-zero, so `(hd0,1)` naming an empty slot is "No such partition" and naming the
-    extended container itself mounts nothing.
+    extended container itself mounts nothing. Errors surface only when the walk reaches them, so a partition
+    before a broken EBR is still found. A cyclic chain goes on numbering (GRUB finds the same logical
+    partition again under a higher number) and, without a match, would loop forever: the walk stops after
+    MAX_EBR records.
     """
     mbr = disk.read(0, SECTOR)
     if not _has_signature(mbr):
         raise GrubError(Err.BAD_PART_TABLE, "no 0x55AA signature in the MBR", code="partition-table-invalid")
-    parts: list[Partition] = []
     table = _mbr_entries(mbr)
     for slot, (flag, ptype, start, length) in enumerate(table):
-        parts.append(Partition(slot, ptype, start * SECTOR, length * SECTOR, Scheme.MBR,
-                               bootable=flag == 0x80))
+        yield Partition(slot, ptype, start * SECTOR, length * SECTOR, Scheme.MBR, bootable=flag == 0x80)
     # The first extended entry of the MBR, then in each EBR; EBR offsets are relative to the first one.
     ext_offset = 0
-    offset = 0
     slice_no = 3
-    seen: set[int] = set()
     for _ in range(MAX_EBR):
         nxt = next((e for e in table if e[1] in EXTENDED_TYPES), None)
         if nxt is None:
-            return parts
+            return
         offset = ext_offset + nxt[2]
         if not ext_offset:
             ext_offset = offset
-        if offset in seen:
-            raise GrubError(Err.BAD_PART_TABLE, "the extended partition chain loops",
-                            code="partition-table-invalid")
-        seen.add(offset)
         ebr = disk.read(offset * SECTOR, SECTOR)
         if not _has_signature(ebr):
             raise GrubError(Err.BAD_PART_TABLE, f"no 0x55AA signature in the EBR at sector {offset}",
@@ -240,10 +236,10 @@ def _walk_mbr(disk: Disk) -> list[Partition]:
             if ptype in EXTENDED_TYPES or ptype == 0:
                 continue
             slice_no += 1
-            parts.append(Partition(slice_no, ptype, (offset + start) * SECTOR, length * SECTOR, Scheme.MBR,
-                                   bootable=flag == 0x80))
-    raise GrubError(Err.BAD_PART_TABLE, f"more than {MAX_EBR} extended boot records",
-                    code="partition-table-invalid")
+            yield Partition(slice_no, ptype, (offset + start) * SECTOR, length * SECTOR, Scheme.MBR,
+                            bootable=flag == 0x80)
+    raise GrubError(Err.BAD_PART_TABLE, f"the extended partition chain is longer than {MAX_EBR} records or "
+                                        "cyclic: PV-GRUB would walk it forever", code="partition-table-invalid")
 
 
 def _guid(raw: bytes) -> str:
@@ -319,12 +315,19 @@ def read_layout(disk: Disk) -> Layout:
     # slots look like partitions.
     if not any(t for _, t, _, _ in table) or any(f not in (0, 0x80) for f, _, _, _ in table):
         return Layout(Scheme.NONE)
+    found: list[Partition] = []
+    seen: set[tuple[int, int]] = set()
     try:
-        parts = _walk_mbr(disk)
-        return Layout(Scheme.MBR, [p for p in parts if p.type and p.type not in EXTENDED_TYPES],
-                      disk_signature=sig)
+        for p in _walk_mbr(disk):
+            if p.type and p.type not in EXTENDED_TYPES:
+                if (p.start, p.length) in seen:
+                    return Layout(Scheme.MBR, found, disk_signature=sig,
+                                  problems=["the extended partition chain is cyclic"])
+                seen.add((p.start, p.length))
+                found.append(p)
     except GrubError as e:
-        return Layout(Scheme.MBR, disk_signature=sig, problems=[e.detail])
+        return Layout(Scheme.MBR, found, disk_signature=sig, problems=[e.detail])
+    return Layout(Scheme.MBR, found, disk_signature=sig)
 
 
 def open_volume(disk: Disk, device: Device, *, gpt: bool) -> Volume:
@@ -352,8 +355,7 @@ def open_volume(disk: Disk, device: Device, *, gpt: bool) -> Volume:
         if part is None or device.bsd is not None:
             raise GrubError(Err.NO_PART, f"{device}: no such GPT partition", code="partition-not-found")
         return Volume(disk, part.start, part.length, None, str(device))
-    parts = _walk_mbr(disk)
-    part = next((p for p in parts if p.index == device.slice and p.type), None)
+    part = next((p for p in _walk_mbr(disk) if p.index == device.slice and p.type), None)
     if part is None or device.bsd is not None:
         raise GrubError(Err.NO_PART, f"{device}: no such partition", code="partition-not-found")
     return Volume(disk, part.start, part.length, part.type, str(device))
