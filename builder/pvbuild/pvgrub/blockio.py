@@ -72,7 +72,7 @@ class Disk:
 class MemoryDisk(Disk):
     """An image held in memory: for fuzzing and unit tests of parsers."""
 
-    def __init__(self, data: bytes) -> None:  # noqa: D107 - no file behind it
+    def __init__(self, data: bytes) -> None:
         self.path = "<memory>"
         self._data = data
         self.size = len(data)
