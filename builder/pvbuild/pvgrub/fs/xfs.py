@@ -30,9 +30,14 @@ so that "PV-GRUB would find /boot/grub/menu.lst here" can be trusted. What it mo
   inode that also has an attribute fork has its first btree pointer read from the wrong place.
 - `devread` (disk_io.c:304): sector numbers are 32-bit, reads outside the partition set Error 24 and,
   once any error is set, every later read does nothing and leaves its buffer as it was (rawread's
-  `while (... && !errnum)`): the walk then goes on with stale buffers, as GRUB's does. Buffer contents
-  GRUB would take from memory nobody wrote are "undefined" here: Error 16 with code `xfs-undefined`.
-  Loops GRUB would never leave are cut at `step_limit` units of work: Error 16 with code `xfs-hang`.
+  `while (... && !errnum)`; grub_memmove copies nothing either): the walk then goes on with stale buffers,
+  as GRUB's does, and GRUB reports whatever error is left at the end.
+- GRUB's buffers are modelled byte for byte: FSYS_BUF (directory buffer at 0, extent record at 4096, inode at
+  8192) starts as the zero-filled static grub_scratch_mem (mini-os.c:736) plus what the mount functions tried
+  before xfs_mount read into it (probe.fsys_buf_after_probe); reads beyond an inode come from there. What
+  cannot be known (uninitialised stack variables: the symlink buffer, the btree block header; memory past
+  FSYS_BUF) gives Error 16 with code `xfs-undefined`. Loops GRUB would never leave are detected (a state
+  repeats) or cut at `step_limit` units of work: code `xfs-hang`.
 
 Errors: 15 file not found, 2 not a regular file / not a directory, 26 too many symlinks, 14 symlink too long,
 24 read outside the partition, 16 (our verdict, codes `xfs-undefined`, `xfs-hang`, `xfs-geometry`) where GRUB
@@ -81,7 +86,7 @@ DIRBUF, FILEBUF, INODEBUF = 0, 4096, 8192
 
 # Default bound on the work of one open/read, in GRUB steps (extent records walked, directory entries and
 # btree levels read). Valid filesystems need far less; see XfsFilesystem.step_limit.
-STEP_LIMIT = 2_000_000
+STEP_LIMIT = 500_000
 
 M32 = 0xFFFFFFFF
 M64 = 0xFFFFFFFFFFFFFFFF
@@ -290,7 +295,11 @@ def mount(vol: Volume, *, arch: str = "x86_64") -> XfsFilesystem | None:
     if (raw is None or _be32(raw) != XFS_SB_MAGIC
             or (_be16(raw, 100) & XFS_SB_VERSION_NUMBITS) != XFS_SB_VERSION_4):
         return None
-    return XfsFilesystem(vol, parse_superblock(raw), arch=arch)
+    try:  # the whole first sector for the identity (features2 lies past GRUB's 200-byte xfs_sb_t)
+        full = vol.read(0, min(512, vol.length))
+    except GrubError:
+        full = raw
+    return XfsFilesystem(vol, parse_superblock(full), arch=arch)
 
 
 # --- the emulation ----------------------------------------------------------------------------------------
@@ -305,17 +314,14 @@ class _Hang(Exception):
 class _Mem:
     """A buffer of GRUB's (FSYS_BUF, linkbuf): contents plus which bytes were ever written."""
 
-    __slots__ = ("data", "known", "name", "size")
+    __slots__ = ("all_known", "data", "known", "name", "size")
 
     def __init__(self, size: int, name: str, initial: bytes | None = None) -> None:
         self.size = size
         self.name = name
-        if initial is None:
-            self.data = bytearray(size)
-            self.known = bytearray(size)
-        else:
-            self.data = bytearray(initial[:size].ljust(size, b"\0"))
-            self.known = bytearray(b"\x01" * size)
+        self.data = bytearray(size) if initial is None else bytearray(initial[:size].ljust(size, b"\0"))
+        self.all_known = initial is not None  # a buffer with defined initial contents (FSYS_BUF)
+        self.known = bytearray(0 if self.all_known else size)
 
     def write(self, off: int, b: bytes) -> None:
         n = len(b)
@@ -324,14 +330,15 @@ class _Mem:
         if off < 0 or off + n > self.size:
             raise _Undefined(f"GRUB would write {n} bytes at offset {off} of its {self.size}-byte {self.name}")
         self.data[off:off + n] = b
-        self.known[off:off + n] = b"\x01" * n
+        if not self.all_known:
+            self.known[off:off + n] = b"\x01" * n
 
     def read(self, off: int, n: int) -> bytes:
         if n <= 0:
             return b""
         if off < 0 or off + n > self.size:
             raise _Undefined(f"GRUB would read {n} bytes at offset {off} of its {self.size}-byte {self.name}")
-        if self.known.find(0, off, off + n) != -1:
+        if not self.all_known and self.known.find(0, off, off + n) != -1:
             raise _Undefined(f"GRUB would use bytes of its {self.name} that were never filled")
         return bytes(self.data[off:off + n])
 
@@ -381,6 +388,7 @@ class _Run:
         # struct xfs_info's per-walk fields
         self.nextents = 0
         self.next = 0
+        self.next_raw = 0  # the right sibling as stored, before fsb2daddr
         self.daddr = 0
         self.forw = 0
         self.dablk = 0
@@ -432,7 +440,7 @@ class _Run:
 
     # --- inode buffer helpers ---
     def fmt(self) -> int:
-        f = self.mem.byte(INODEBUF + 5)
+        f = self.mem.data[INODEBUF + 5]  # FSYS_BUF always has defined contents
         return f - 256 if f >= 128 else f  # xfs_int8_t di_format
 
     def mode(self) -> int:
@@ -494,7 +502,8 @@ class _Run:
                                      "be read: GRUB would go on with whatever that stack held")
                 if _be16(h, 4) == 0:
                     self.nextents = _be16(h, 6)
-                    self.next = self.fsb2daddr(_be64(h, 16))
+                    self.next_raw = _be64(h, 16)
+                    self.next = self.fsb2daddr(self.next_raw)
                     self.fpos = BTREE_BLOCK
                     return
                 p = self.devread(self.daddr, self.fs.btnode_ptr0_off, 8)
@@ -524,8 +533,20 @@ class _Run:
                     raise _Undefined("a bmap btree leaf header GRUB reads into a stack variable could not be "
                                      "read: GRUB would go on with whatever that stack held")
                 self.nextents = _be16(h, 6)
-                self.next = self.fsb2daddr(_be64(h, 16))
+                self.next_raw = _be64(h, 16)
+                self.next = self.fsb2daddr(self.next_raw)
                 self.fpos = BTREE_BLOCK
+            if self.errnum == 0:
+                # Fast path: the same record read again (GRUB rereads the extent list on every xfs_read call)
+                key = (self.daddr, self.fpos)
+                hit = self.fs.rec_cache.get(key)
+                if hit is not None:
+                    self.mem.data[FILEBUF:FILEBUF + BMBT_REC] = hit[0]
+                    self.xt = FILEBUF + BMBT_REC
+                    self.fpos = _i32(self.fpos + BMBT_REC)
+                    self.nextents = (self.nextents - 1) & M32
+                    self.step()
+                    return hit[1]
             rec = self.devread(self.daddr, self.fpos, BMBT_REC)
             if rec is not None:
                 self.mem.write(FILEBUF, rec)
@@ -538,13 +559,17 @@ class _Run:
             raise _Undefined(f"inode format {f} is neither extents nor btree: GRUB would walk the stale "
                              f"extent list of an earlier inode without an end")
         self.step()
-        l0, l1, l2, l3 = struct.unpack(">IIII", self.mem.read(self.xt, BMBT_REC))
-        offset = ((l0 & 0x7FFFFFFF) << 23) | (l1 >> 9)
-        start = ((l1 & 0x1FF) << 43) | (l2 << 11) | (l3 >> 21)
-        length = l3 & 0x1FFFFF
+        raw = self.mem.read(self.xt, BMBT_REC)
+        l0, l1, l2, l3 = struct.unpack(">IIII", raw)
+        xad = ((l0 & 0x7FFFFFFF) << 23) | (l1 >> 9), ((l1 & 0x1FF) << 43) | (l2 << 11) | (l3 >> 21), l3 & 0x1FFFFF
+        if f == FMT_BTREE and self.errnum == 0:
+            cache = self.fs.rec_cache
+            if len(cache) > 1 << 20:
+                cache.clear()
+            cache[(self.daddr, _i32(self.fpos - BMBT_REC))] = (raw, xad)
         self.xt += BMBT_REC
         self.nextents = (self.nextents - 1) & M32
-        return offset, start, length
+        return xad
 
     # --- xfs_dabread (l.292) ---
     def dabread(self) -> None:
@@ -879,7 +904,12 @@ class XfsFile(File):
         return out.ljust(count, b"\0")
 
     def extents(self) -> list[tuple[int, int, int]]:
-        """The (file block, filesystem block, length) records GRUB walks for this file, in its order."""
+        """The (file block, filesystem block, length) records GRUB walks for this file, in its order.
+
+        The walk stops at the end of the last bmap btree leaf. GRUB itself does not: a NULL right sibling is
+        not 0 after fsb2daddr (fsys_xfs.c:244, 267), so a read that goes past the last extent makes it read
+        a "leaf" at a garbage address.
+        """
         run = self.fs.new_run()
         run.mem.write(INODEBUF, self._inode)
         out: list[tuple[int, int, int]] = []
@@ -887,6 +917,8 @@ class XfsFile(File):
             run.init_extents()
             limit = 1024 + max(0, self.size) // self.fs.bsize
             while len(out) <= limit:
+                if run.fmt() == FMT_BTREE and run.nextents == 0 and run.next_raw == M64:
+                    break
                 xad = run.next_extent()
                 if xad is None:
                     break
@@ -919,6 +951,8 @@ class XfsFilesystem(Filesystem):
         self.sb = sb
         self.arch = arch
         self.step_limit = STEP_LIMIT
+        # bmap btree records already read without error: (daddr, offset in block) -> (raw, decoded)
+        self.rec_cache: dict[tuple[int, int], tuple[bytes, tuple[int, int, int]]] = {}
         self._scratch: bytes | None = None
         self.identity = FsIdentity("xfs", sb.uuid_str, sb.label, sb.features)
         # xfs_mount (l.466-481): C int/u32 views of the superblock fields
