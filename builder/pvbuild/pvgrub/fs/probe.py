@@ -495,7 +495,7 @@ def _linux_raid(vol: Volume) -> FsIdentity | None:
     return _md1(vol, 0, "1.1") or _md1(vol, 0x1000, "1.2")
 
 
-def _lvm_crc(data: bytes) -> int:
+def lvm_crc(data: bytes) -> int:
     tab = (0x00000000, 0x1DB71064, 0x3B6E20C8, 0x26D930AC, 0x76DC4190, 0x6B6B51F4, 0x4DB26158, 0x5005713C,
            0xEDB88320, 0xF00F9344, 0xD6D6A3E8, 0xCB61B38C, 0x9B64C2B0, 0x86D3D2D4, 0xA00AE278, 0xBDBDF21C)
     crc = 0xF597A6CF
@@ -520,7 +520,7 @@ def _lvm2(vol: Volume) -> FsIdentity | None:
             continue
         if int.from_bytes(buf[8:16], "little") != sector:
             continue
-        if _lvm_crc(buf[20:SECTOR]) != int.from_bytes(buf[16:20], "little"):
+        if lvm_crc(buf[20:SECTOR]) != int.from_bytes(buf[16:20], "little"):
             continue
         return FsIdentity("LVM2_member", lvm_uuid(buf[32:64]), None, ("LVM2 001",))
     return None
