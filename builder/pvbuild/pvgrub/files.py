@@ -126,23 +126,35 @@ class FileLayer:
         return cached
 
     def _mount(self, vol: Volume) -> Filesystem:
+        """attempt_mount: the first driver of the PV build's fsys_table whose mount accepts the volume.
+
+        The drivers pvbuild emulates (ext2fs, xfs) then read files; a volume another driver would take
+        (reiserfs, jfs, fat, ...) is an emulator limit, said as such. A mount function whose read failed leaves
+        GRUB's errnum set, and the device fails with that error rather than Error 17 (probe.py).
+        """
         from pvbuild.pvgrub.fs import ext2, probe, xfs
 
-        recognised = probe.grub_recognises(vol)
-        for name in probe.GRUB_PROBE_ORDER:
-            if name == "ext2fs":
-                fs: Filesystem | None = ext2.mount(vol)
-            elif name == "xfs":
-                fs = xfs.mount(vol)
-            else:
-                if recognised == name:
-                    raise EmulatorLimit(f"{vol.name} holds a filesystem PV-GRUB reads with its {name} driver, "
-                                        f"which pvbuild's emulator does not implement yet: the verdict past "
-                                        f"this point is unknown (prove it with `pvbuild boot`)")
-                continue
-            if fs is not None:
-                return fs
-        raise self._why_not_mounted(vol, probe.identify(vol))
+        outcome = probe.grub_mount_sequence(vol, arch=self.profile.arch)
+        fs: Filesystem | None = None
+        if outcome.driver == probe.GrubDriver.EXT2FS:
+            fs = ext2.mount(vol)
+        elif outcome.driver == probe.GrubDriver.XFS:
+            fs = xfs.mount(vol)
+        elif outcome.driver is not None:
+            raise EmulatorLimit(f"{vol.name} holds a filesystem PV-GRUB reads with its {outcome.driver} driver, "
+                                "which pvbuild's emulator does not implement yet: the verdict past this point is "
+                                "unknown (prove it with `pvbuild boot`)")
+        if fs is not None:
+            return fs
+        ident = probe.identify(vol)
+        if outcome.driver is None and outcome.errnum not in (0, Err.FSYS_MOUNT):
+            # A driver's read failed and GRUB reports that error; still say what the volume holds.
+            why = self._why_not_mounted(vol, ident)
+            return_detail = outcome.detail or f"reading {vol.name} failed"
+            if ident is not None:
+                return_detail += f"; {why.detail}"
+            raise GrubError(outcome.errnum, return_detail, code=why.code if ident is not None else None)
+        raise self._why_not_mounted(vol, ident)
 
     def _why_not_mounted(self, vol: Volume, ident: FsIdentity | None) -> GrubError:
         from pvbuild.pvgrub.fs import xfs

@@ -1,0 +1,35 @@
+"""What `pvbuild check` says about /boot on something other than ext2/3/4 or XFS v4 (PVGRUB.md §5).
+
+The images are the probe tests' (each made with its real tool: mkfs.btrfs, mkreiserfs, mkfs.jfs, mkswap,
+cryptsetup, pvcreate, ...). PV-GRUB's probe order is fat, ext2fs, minix, reiserfs, vstafs, jfs, xfs, ufs2,
+iso9660, ffs; btrfs is not compiled in; LVM, LUKS, md and swap are never readable.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pvbuild.pvgrub.check import check_image
+from pvbuild.pvgrub.profiles import Profile
+from tests.test_fs_probe import image
+
+
+@pytest.mark.parametrize(("name", "code", "words"), [
+    ("btrfs", "fs-unsupported", "btrfs"),
+    ("lvm2", "fs-unsupported", "LVM"),
+    ("luks2", "fs-unsupported", "LUKS"),
+    ("swap", "fs-unsupported", "swap"),
+    ("squashfs", "fs-unsupported", "squashfs"),
+    ("reiserfs-3.6", "fs-unsupported", "reiserfs"),
+    ("jfs", "fs-unsupported", "jfs"),
+    ("fat32", "fs-unsupported", "fat"),
+])
+def test_unreadable_boot_filesystems_are_named(name: str, code: str, words: str) -> None:
+    """PVGRUB.md §5: anything but ext2/3/4 and XFS v4 is named in the finding (never a crash); reiserfs, jfs
+    and fat are read by PV-GRUB but not yet by the emulator, which says so instead of guessing."""
+    r = check_image(image(name), Profile()).to_json()
+    assert r["outcome"] == "hang-prompt"
+    errs = [f for f in r["findings"] if f["code"] == code]
+    assert errs, r["findings"]
+    assert any(words.lower() in f["message"].lower() for f in errs), errs
+    assert "menu-not-found" in [f["code"] for f in r["findings"]]
