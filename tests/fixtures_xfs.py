@@ -28,7 +28,8 @@ Kinds (see `KINDS`):
   `xfs_repair -n` must accept the result (the attribute-fork file is added after that check).
 - `mbr-v4`: an MBR disk made with sfdisk: partition 1 (type 0x83) and partition 2 (type 0x07) each hold the
   `v4` filesystem, copied at their byte offsets (mkfs.xfs cannot write at an offset).
-- `fuzz-v4`: a 16 MiB `v4` with a small tree: one directory of each format, for the fuzz test.
+- `fuzz-v4`: a 16 MiB `v4` with a small tree for the fuzz test: one directory of each format (node directories
+  in extent and in btree format) and a 20-extent bmap btree file (/boot/btree, by surgery).
 
 Images live under `tests.conftest.cache_root()/xfs/<kind>-<hash>/` with a manifest.json; the hash covers the
 mkfs arguments, the tree, the surgery recipe and the xfsprogs version. They are rebuilt only when missing.
@@ -203,6 +204,11 @@ def fuzz_tree() -> Tree:
     for i in range(700):
         t[f"/node/a-long-name-for-a-node-directory-{i:04d}"] = b""
     t["/node/a-long-name-for-a-node-directory-0699"] = b"last\n"
+    for i in range(1500):
+        t[f"/bnode/a-long-name-for-a-btree-format-node-directory-{i:04d}"] = b""
+    t["/bnode/a-long-name-for-a-btree-format-node-directory-1499"] = b"last\n"
+    t["/boot/btree"] = blob("fuzz-btree", 20 * 4096)
+    t["/boot/donor"] = blob("fuzz-donor", 4096)
     return t
 
 
@@ -238,7 +244,7 @@ class Spec:
     tree: str  # "standard", "fuzz", "geometry"
     options: tuple[str, ...]
     size_mb: int
-    surgery: bool = False
+    surgery: str | None = None  # "geometry" (_surgery) or "fuzz" (_fuzz_surgery)
     mbr: bool = False
 
 
@@ -247,9 +253,9 @@ KINDS: dict[str, Spec] = {
     "v4": Spec("standard", V4, 64),
     "v4-ftype": Spec("standard", ("-m", "crc=0", "-n", "ftype=1"), 64),
     "v5": Spec("standard", (), 64),
-    "v4-1k": Spec("geometry", ("-m", "crc=0", "-n", "ftype=0,size=4096", "-b", "size=1024"), 64, surgery=True),
+    "v4-1k": Spec("geometry", ("-m", "crc=0", "-n", "ftype=0,size=4096", "-b", "size=1024"), 64, surgery="geometry"),
     "mbr-v4": Spec("standard", V4, 64, mbr=True),
-    "fuzz-v4": Spec("fuzz", V4, 16),
+    "fuzz-v4": Spec("fuzz", V4, 16, surgery="fuzz"),
 }
 TREES = {"standard": standard_tree, "fuzz": fuzz_tree, "geometry": geometry_tree}
 
@@ -353,8 +359,10 @@ def _build(spec: Spec, work: Path) -> None:
         write_tree(TREES[spec.tree](), root)
         make_xfs(fs, root, list(spec.options), label=LABEL, uuid=UUID)
     manifest: dict[str, object] = {"options": list(spec.options), "mbr": spec.mbr}
-    if spec.surgery:
+    if spec.surgery == "geometry":
         manifest["rewritten"] = _surgery(fs)
+    elif spec.surgery == "fuzz":
+        manifest["rewritten"] = _fuzz_surgery(fs)
     if spec.mbr:
         disk = work / "disk.raw"
         size = spec.size_mb * MIB
@@ -546,6 +554,25 @@ class _Patcher:
             root[4 + root_max * 8 + i * 8:12 + root_max * 8 + i * 8] = p.to_bytes(8, "big")
         self.inode(ino, 100, bytes(root))
         self.set_core(ino, fmt=3, nextents=len(recs))
+
+
+def _fuzz_surgery(img: Path) -> dict[str, str]:
+    """/boot/btree of the `fuzz-v4` image: 20 single-block extents under a 1-level bmap btree (one leaf, the
+    block of /boot/donor)."""
+    geo = Geometry.read(img)
+    p = _Patcher(img)
+    try:
+        ino, start, n = _single_extent(img, "/boot/btree")
+        dino, dstart, _ = _single_extent(img, "/boot/donor")
+        perm = _swap_pairs(n)
+        p.btree(ino, [_rec(i, start + perm[i], 1) for i in range(n)], [dstart], 1, geo.isize - 100)
+        p.set_core(ino, nblocks=n + 1)
+        p.clear_fork(dino)
+        p.set_core(dino, size=0, nblocks=0, nextents=0)
+    finally:
+        p.close()
+    _run([tool("xfs_repair"), "-n", "-o", "force_geometry", str(img)])  # a 16 MiB XFS has a single AG
+    return {"/boot/btree": f"{n} extents, 1-level bmap btree", "/boot/donor": "emptied"}
 
 
 def _surgery(img: Path) -> dict[str, str]:
