@@ -161,7 +161,9 @@ def _linux_side(disk: Disk, layout: Layout, files: FileLayer, run: Run,
                 continue
     initrd_info: InitrdInfo | None = None
     if run.initrd is not None:
-        initrd_info = inspect_initrd(run.initrd.opened.data)
+        fut = run.initrd.inspection
+        initrd_info = fut.result() if fut is not None and not fut.cancelled() else inspect_initrd(
+            run.initrd.opened.data)
         if initrd_info.files is None:
             findings.append(warning("initrd-unreadable", f"{run.initrd.device}{run.initrd.path}: compressed with "
                                                          f"{initrd_info.compression}, which the emulator cannot "

@@ -8,8 +8,10 @@ initrd the failed entry loaded).
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from pvbuild.pvgrub import menu as menumod
 from pvbuild.pvgrub.blockio import Disk
@@ -17,7 +19,8 @@ from pvbuild.pvgrub.disk import BOOT_DEVICE, Device, parse_device, parse_maxint
 from pvbuild.pvgrub.errors import Err, GrubError
 from pvbuild.pvgrub.files import EmulatorLimit, FileLayer, Opened
 from pvbuild.pvgrub.findings import Finding, error, info, warning
-from pvbuild.pvgrub.kernel import KernelCheck
+from pvbuild.pvgrub.initrd import inspect_initrd
+from pvbuild.pvgrub.kernel import KernelCheck, inspect_kernel
 from pvbuild.pvgrub.profiles import Profile
 
 MB_CMDLINE_BUFLEN = 0x6000  # shared.h: `kernel` lines longer than this are Error 28
@@ -44,10 +47,15 @@ class Tried:
 
 @dataclass
 class Loaded:
-    """A file a `kernel`/`initrd`/`module` command put in memory."""
+    """A file a `kernel`/`initrd`/`module` command put in memory.
+
+    `inspection` is the kernel or initrd inspector's answer, computed in a worker thread as soon as the file
+    is loaded (xz/zstd release the GIL, so the kernel's decompression overlaps the reading of the initrd).
+    """
 
     opened: Opened
     command_line: str = ""
+    inspection: Future[Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def device(self) -> Device:
@@ -138,9 +146,17 @@ class Machine:
         self._module: Loaded | None = None
         self._multiboot = False
         self.kernel_check: KernelCheck | None = None
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pvgrub-inspect")
 
     # --- top level -----------------------------------------------------------------------------------
     def run(self) -> Run:
+        try:
+            return self._run()
+        finally:
+            # Inspections of files no boot used are not waited for.
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _run(self) -> Run:
         r = self.run_state
         try:
             found = self._find_menu()
@@ -384,7 +400,9 @@ class Machine:
             # load_image: the kernel buffer is freed first, so a failed load leaves no kernel at all.
             self._kernel = None
             opened = self._open(arg, root)
-            self._kernel = Loaded(opened, menumod.skip_to(False, arg))
+            self._kernel = Loaded(opened, menumod.skip_to(False, arg),
+                                  self._pool.submit(inspect_kernel, opened.data, self.profile.arch,
+                                                    self.profile.compressions))
             return root, "pv"
         if word in ("initrd", "module", "modulenounzip"):
             if kernel_type != "pv":
@@ -395,7 +413,8 @@ class Machine:
                 # load_initrd: the old module buffer is freed before the new file is read.
                 self._module = None
                 self._multiboot = False
-                self._module = Loaded(self._open(arg, root))
+                opened = self._open(arg, root)
+                self._module = Loaded(opened, inspection=self._pool.submit(inspect_initrd, opened.data))
             else:
                 opened = self._open(arg, root, decompress=word == "module")
                 # load_module: an initrd loaded before is dropped; modules become a multiboot list.
@@ -482,9 +501,8 @@ class Machine:
                                               "by PV-GRUB)" if kernel_type == "chainloader" else
                             "no kernel loaded", code="kernel-not-found" if kernel_type == "none" else
                             "chainloader-unsupported")
-        from pvbuild.pvgrub.kernel import inspect_kernel
-
-        check = inspect_kernel(self._kernel.opened.data, self.profile.arch, self.profile.compressions)
+        assert self._kernel.inspection is not None
+        check: KernelCheck = self._kernel.inspection.result()
         self.kernel_check = check
         r = self.run_state
         r.kernel = self._kernel
