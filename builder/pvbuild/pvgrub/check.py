@@ -121,6 +121,8 @@ def check_disk(disk: Disk, profile: Profile, name: str) -> BootReport:
     initrd_info: InitrdInfo | None = None
     if check is not None and run.kernel is not None:
         findings.extend(check.findings)
+    for fs in machine.files.mounted():
+        findings.extend(fs.findings())
     if run.outcome == Outcome.BOOTS:
         initrd_info, more = _linux_side(disk, layout, machine.files, run, check)
         findings.extend(more)

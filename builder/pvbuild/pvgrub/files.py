@@ -102,6 +102,10 @@ class FileLayer:
         self.profile = profile
         self._mounts: dict[Device, Filesystem | GrubError | EmulatorLimit] = {}
 
+    def mounted(self) -> list[Filesystem]:
+        """Every filesystem this run mounted (for the findings their superblocks carry)."""
+        return [fs for fs in self._mounts.values() if isinstance(fs, Filesystem)]
+
     # --- devices -------------------------------------------------------------------------------------
     def volume(self, device: Device) -> Volume:
         if device.is_network:

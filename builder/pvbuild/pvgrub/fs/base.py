@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pvbuild.pvgrub.blockio import Volume
+from pvbuild.pvgrub.findings import Finding
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,10 @@ class Filesystem(ABC):
     @abstractmethod
     def open(self, path: str) -> File:
         """Open an absolute path ("/boot/grub/menu.lst") as GRUB's driver would; raise GrubError otherwise."""
+
+    def findings(self) -> list[Finding]:
+        """What the superblock alone says about PV-GRUB (features it misreads, deprecations)."""
+        return []
 
 
 MountFn = Callable[[Volume], "Filesystem | None"]
