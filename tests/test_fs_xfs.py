@@ -435,3 +435,23 @@ def test_i386_build_differs_only_in_size_t() -> None:
     assert fs is not None and read(fs, "/geo/btree2") == linux_view(image("v4-1k").fs_path, "/geo/btree2")
     with pytest.raises(ValueError):
         xfs.mount(image("v4-1k").volume(), arch="arm")
+
+
+def test_small_fork_offset_crashes_the_i386_build() -> None:
+    """Derived, fsys_xfs.c:193-199, 218: with an attribute fork at di_forkoff < 13, (forkoff*8 - 104) is
+    negative; in the i386 build's 32-bit size_t btroot_maxrecs is then ~2^28 and di_read loads xfs.ptr0 ~2 GiB
+    past the inode, for every inode format: PV-GRUB faults. The x86_64 build reads inside the inode (harmless
+    unless the inode is a btree). Linux allows fork offsets down to 7 (room for 3 btree pointers)."""
+    img = image("v4")
+    data = bytearray(img.fs_path.read_bytes())
+    geo = Geometry.read(img.fs_path)
+    off = geo.ino_offset(inode_number(img.fs_path, "/boot/grub/menu.lst"))
+    data[off + 82] = 10  # di_forkoff: an 80-byte data fork, an attribute fork after it
+    for arch, ok in (("x86_64", True), ("i386", False)):
+        fs = xfs.mount(Volume(MemoryDisk(bytes(data)), 0, len(data)), arch=arch)
+        assert fs is not None
+        if ok:
+            assert read(fs, "/boot/grub/menu.lst") == MENU
+        else:
+            err = grub_error(fs, "/boot/grub/menu.lst")
+            assert err.number == Err.FSYS_CORRUPT and err.code == "xfs-undefined" and "crashes" in err.detail

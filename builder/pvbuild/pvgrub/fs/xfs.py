@@ -470,16 +470,26 @@ class _Run:
         data = self.devread(self.agb2daddr(agno, agbno), offset * fs.isize, fs.isize)
         if data is not None:
             self.mem.write(INODEBUF, data)
-        # xfs.ptr0 (l.218) is computed here in C from the buffer just read; it only matters for btree-format
-        # inodes and only depends on this buffer, so ptr0() computes it when it is used.
+        # xfs.ptr0 (l.218) is loaded here in C, whatever the format, from the buffer as it now is. Its value
+        # only matters for btree-format inodes and only depends on this buffer, so ptr0() computes it when it
+        # is used; the load itself can fault: on i386, btroot_maxrecs of a fork offset below 13 is ~2^28.
+        off = self.ptr0_offset()
+        if not 0 <= off <= FSYS_BUFLEN - 8:
+            raise _Undefined(f"di_read loads the btree root pointer (fsys_xfs.c:218) {off - INODEBUF} bytes from "
+                             f"the inode buffer, far outside GRUB's buffers (di_forkoff "
+                             f"{self.mem.data[INODEBUF + 82]}, {self.fs.arch} size_t): PV-GRUB crashes")
 
-    def ptr0(self) -> int:
-        """l.218 with btroot_maxrecs (l.193): the first pointer of the inode's bmap btree root, as GRUB finds it."""
-        forkoff = self.mem.byte(INODEBUF + 82)
+    def ptr0_offset(self) -> int:
+        """Where l.218 reads xfs.ptr0: btroot_maxrecs (l.193), computed in the build's size_t."""
+        forkoff = self.mem.data[INODEBUF + 82]
         tmp = forkoff << 3 if forkoff else self.fs.isize
         bits = 64 if self.fs.arch == "x86_64" else 32
         maxrecs = _i32(((tmp - BMDR_HDR - DI_U) % (1 << bits)) // 16)
-        return _be64(self.mem.read(INODEBUF + DI_U + BMDR_HDR + maxrecs * 8, 8))
+        return INODEBUF + DI_U + BMDR_HDR + maxrecs * 8
+
+    def ptr0(self) -> int:
+        """l.218: the first pointer of the inode's bmap btree root, as GRUB finds it."""
+        return _be64(self.mem.read(self.ptr0_offset(), 8))
 
     # --- extents (l.225-287) ---
     def init_extents(self) -> None:
@@ -1017,7 +1027,7 @@ class XfsFilesystem(Filesystem):
         """GRUB would misbehave: report the error GRUB already had, else ours (Error 16)."""
         kind = "xfs-hang" if isinstance(e, _Hang) else "xfs-undefined"
         what = ("PV-GRUB would loop forever or hang" if isinstance(e, _Hang)
-                else "PV-GRUB would act on leftover memory")
+                else "what PV-GRUB does next is undefined: leftover memory, a fault, or worse")
         hint = self._ftype_hint()
         if run.errnum:
             return GrubError(run.errnum, f"{path}: {run.errdetail}; then {e} ({what}){hint}", code=kind)
