@@ -21,6 +21,8 @@ Kinds (see `KINDS`):
   /nodedir (node directory, 3000 long names, btree format).
 - `v4-ftype`: `-m crc=0 -n ftype=1` (mkfs allows it; `-m crc=0` alone also gives ftype=1), same tree.
 - `v5`: mkfs.xfs defaults (crc=1, ftype=1), same tree.
+- `v4-ftype-block`: `-m crc=0 -n ftype=1`, 16 MiB, `ftype_block_tree()`: only block directories on the way to
+  /boot/grub/menu.lst, and /bad with a 5-byte name before the others.
 - `v4-1k`: `-m crc=0 -n ftype=0,size=4096 -b size=1024`: 1 KiB blocks, 4 KiB directory blocks, and files whose
   extent maps were rewritten in place (`_surgery`, V4 has no checksums) into shapes mkfs cannot make: a
   6-extent file, 1- and 2-level bmap btrees (300 and 700 extents), a hole, an unwritten extent, a size past
@@ -212,6 +214,19 @@ def fuzz_tree() -> Tree:
     return t
 
 
+def ftype_block_tree() -> Tree:
+    """Every directory on the way to /boot/grub/menu.lst big enough to be a block directory; /bad holds a name
+    of 5 bytes (an entry GRUB sizes 8 bytes short when it carries a file-type byte)."""
+    t: Tree = {"/boot/grub/menu.lst": MENU, "/boot/vmlinuz-5.10": blob("ftype-kernel", 40 * 1024),
+               "/bad/aaaaa": b"five\n", "/bad/zz-target": b"after\n"}
+    for i in range(30):
+        t[f"/r-{i:02d}"] = b""
+        t[f"/boot/bootfile-{i:02d}"] = b""
+        t[f"/boot/grub/grubfile-{i:02d}"] = b""
+        t[f"/bad/badfile-{i:02d}"] = b""
+    return t
+
+
 def geometry_tree() -> Tree:
     t: Tree = {
         "/boot/grub/menu.lst": MENU,
@@ -253,11 +268,12 @@ KINDS: dict[str, Spec] = {
     "v4": Spec("standard", V4, 64),
     "v4-ftype": Spec("standard", ("-m", "crc=0", "-n", "ftype=1"), 64),
     "v5": Spec("standard", (), 64),
+    "v4-ftype-block": Spec("ftype-block", ("-m", "crc=0", "-n", "ftype=1"), 16),
     "v4-1k": Spec("geometry", ("-m", "crc=0", "-n", "ftype=0,size=4096", "-b", "size=1024"), 64, surgery="geometry"),
     "mbr-v4": Spec("standard", V4, 64, mbr=True),
     "fuzz-v4": Spec("fuzz", V4, 16, surgery="fuzz"),
 }
-TREES = {"standard": standard_tree, "fuzz": fuzz_tree, "geometry": geometry_tree}
+TREES = {"standard": standard_tree, "fuzz": fuzz_tree, "geometry": geometry_tree, "ftype-block": ftype_block_tree}
 
 
 @dataclass

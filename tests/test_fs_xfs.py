@@ -137,7 +137,8 @@ def test_v4_ftype_lookups_fail() -> None:
     Derived from fsys_xfs.c:369-373: the shortform entry is taken as namelen+3 bytes then the inode number, so
     the file-type byte becomes the top byte of the inode number and every later entry is read one byte off.
     The root here is shortform: its first entry ("blockdir") gets a wrong inode (a read outside the partition,
-    then the stale root inode is searched again), "boot" is never found."""
+    then the stale root inode is searched again), "boot" is never found. (Block directories are another
+    matter: see the next test.)"""
     fs = fs_of("v4-ftype")
     for path in ("/boot/grub/menu.lst", "/boot/vmlinuz", "/blockdir/entry-00", "/links/t1"):
         err = grub_error(fs, path)
@@ -145,6 +146,20 @@ def test_v4_ftype_lookups_fail() -> None:
         assert err.code == "xfs-ftype"
     assert [f.code for f in fs.findings()] == ["xfs-ftype", "xfs-v4"]
     assert [f.code for f in fs_of("v4").findings()] == ["xfs-v4"]
+
+
+def test_v4_ftype_block_directories_misread_after_a_5_mod_8_name() -> None:
+    """Derived, fsys_xfs.c:399: a data entry is taken to be roundup8(namelen + 11) bytes; with ftype it is
+    roundup8(namelen + 12) (inode 8, namelen 1, name, file type 1, tag 2). The two differ only when namelen is
+    5 mod 8, so in block/leaf/node directories GRUB reads every entry right up to the first such name and
+    misreads the rest: with only block directories on the way, /boot/grub/menu.lst opens on an ftype=1 V4."""
+    img = image("v4-ftype-block")
+    fs = xfs.mount(img.volume())
+    assert fs is not None and "ftype" in fs.identity.features
+    for path in ("/boot/grub/menu.lst", "/boot/vmlinuz-5.10", "/r-05", "/bad/aaaaa"):
+        assert read(fs, path) == img.files[path], path
+    for path in ("/bad/zz-target", "/bad/badfile-00"):
+        assert grub_error(fs, path).number == Err.FILE_NOT_FOUND, path
 
 
 # --- files and directories -------------------------------------------------------------------------------

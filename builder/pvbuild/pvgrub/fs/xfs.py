@@ -21,13 +21,17 @@ so that "PV-GRUB would find /boot/grub/menu.lst here" can be trusted. What it mo
   count - stale). Data entries are read in directory order through `xfs_read`; a 16-byte entry header is
   assumed, so V4 filesystems with the ftype feature (a file-type byte after the name, not known to
   GRUB's xfs.h) are misparsed: shortform entries yield wrong inode numbers and every entry after the
-  first is read one byte off; block entries whose name length is 5 mod 8 shift the rest of the block.
+  first is read one byte off; in block/leaf/node directories only a name whose length is 5 mod 8 is
+  sized wrong (l.399), and every entry after it is misread.
 - `xfs_read` (l.487): extents from the inode (extent format) or from the bmap btree (descend along the
   first pointer, then follow right siblings; a NULL right sibling is *not* zero after `fsb2daddr`, l.244,
   so running past the last leaf reads garbage); the unwritten-extent flag is ignored; a hole is
   zero-filled only in the odd way of l.520-528 (the extent after a hole is skipped within the same call).
   `btroot_maxrecs` (l.193) subtracts the inode core size from the attribute fork offset, so a btree
-  inode that also has an attribute fork has its first btree pointer read from the wrong place.
+  inode that also has an attribute fork has its first btree pointer read from the wrong place; with a fork
+  offset below 13 the i386 build (32-bit size_t) loads it ~2 GiB away, for any inode (l.218): a fault.
+  Each xfs_read call rewalks the extent list from the start, as GRUB does (results of the same call pattern
+  are exact; callers wanting GRUB's bytes for sparse files read in mini-os load_file's chunks).
 - `devread` (disk_io.c:304): sector numbers are 32-bit, reads outside the partition set Error 24 and,
   once any error is set, every later read does nothing and leaves its buffer as it was (rawread's
   `while (... && !errnum)`; grub_memmove copies nothing either): the walk then goes on with stale buffers,
@@ -37,7 +41,9 @@ so that "PV-GRUB would find /boot/grub/menu.lst here" can be trusted. What it mo
   before xfs_mount read into it (probe.fsys_buf_after_probe); reads beyond an inode come from there. What
   cannot be known (uninitialised stack variables: the symlink buffer, the btree block header; memory past
   FSYS_BUF) gives Error 16 with code `xfs-undefined`. Loops GRUB would never leave are detected (a state
-  repeats) or cut at `step_limit` units of work: code `xfs-hang`.
+  repeats) or cut at `step_limit` units of work: code `xfs-hang`. Each open()/read() starts from that
+  initial FSYS_BUF (GRUB keeps the previous walk's buffers when it does not remount; that only matters on
+  filesystems corrupt enough to make it read stale buffers).
 
 Errors: 15 file not found, 2 not a regular file / not a directory, 26 too many symlinks, 14 symlink too long,
 24 read outside the partition, 16 (our verdict, codes `xfs-undefined`, `xfs-hang`, `xfs-geometry`) where GRUB
@@ -1070,9 +1076,10 @@ class XfsFilesystem(Filesystem):
         out: list[Finding] = []
         if self.sb.has_ftype:
             out.append(error("xfs-ftype", f"{self.vol.name}: V4 XFS with ftype=1: PV-GRUB's xfs driver does "
-                                          f"not know the file-type byte in directory entries, so lookups "
-                                          f"fail (Error 15) or land on wrong inodes; make /boot with "
-                                          f"mkfs.xfs -m crc=0 -n ftype=0"))
+                                          f"not know the file-type byte in directory entries: small "
+                                          f"(shortform) directories are always misread (Error 15), larger "
+                                          f"ones from the first name of 5, 13, 21, ... bytes on; make /boot "
+                                          f"with mkfs.xfs -m crc=0 -n ftype=0"))
         out.append(info("xfs-v4", f"{self.vol.name}: V4 XFS (crc=0) is deprecated in Linux and will be "
                                   f"dropped from the kernel (CONFIG_XFS_SUPPORT_V4) by 2030; PV-GRUB needs "
                                   f"it for /boot"))
