@@ -22,7 +22,7 @@ def emitted_codes() -> set[str]:
         for pat in PATTERNS:
             codes.update(pat.findall(text))
     # Codes built from a variable: menu-{halt,reboot} (machine.py).
-    codes |= {"menu-halt", "menu-reboot", "configfile", "chainloader-unsupported"}
+    codes |= {"menu-halt", "menu-reboot", "configfile", "chainloader-unsupported", "xfs-hang", "xfs-undefined"}
     return codes
 
 

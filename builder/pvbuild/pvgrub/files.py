@@ -143,7 +143,7 @@ class FileLayer:
         if outcome.driver == probe.GrubDriver.EXT2FS:
             fs = ext2.mount(vol)
         elif outcome.driver == probe.GrubDriver.XFS:
-            fs = xfs.mount(vol)
+            fs = xfs.mount(vol, arch=self.profile.arch)
         elif outcome.driver is not None:
             raise EmulatorLimit(f"{vol.name} holds a filesystem PV-GRUB reads with its {outcome.driver} driver, "
                                 "which pvbuild's emulator does not implement yet: the verdict past this point is "

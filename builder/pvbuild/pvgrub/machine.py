@@ -26,6 +26,8 @@ from pvbuild.pvgrub.profiles import Profile
 MB_CMDLINE_BUFLEN = 0x6000  # shared.h: `kernel` lines longer than this are Error 28
 MAX_GUEST_CMDLINE = 1024  # xen/include/public/xen.h: start_info.cmd_line, NUL included
 MAX_CONFIGFILE_RESTARTS = 16
+# Filesystem readers' codes for structures GRUB would walk forever.
+HANG_CODES = frozenset({"fs-hang", "xfs-hang"})
 
 
 class Outcome(StrEnum):
@@ -190,8 +192,9 @@ class Machine:
             try:
                 opened = self.files.open(location, BOOT_DEVICE)
             except GrubError as e:
-                if e.code == "fs-hang":
-                    raise _Hang(Outcome.HANG_PROMPT, error("fs-hang", f"looking for {location}: {e.detail}")) from e
+                if e.code in HANG_CODES:
+                    hang = error(e.code or "fs-hang", f"looking for {location}: {e.detail}")
+                    raise _Hang(Outcome.HANG_PROMPT, hang) from e
                 why = f"Error {e.number}: {e.grub_message}" + (f" ({e.detail})" if e.detail else "")
                 r.search.append((location, why))
                 if (e.code and e.code not in ("file-not-found", "partition-not-found",
@@ -347,8 +350,8 @@ class Machine:
             try:
                 root, kernel_type = self._command(word, arg, root, kernel_type, st, config, index)
             except GrubError as e:
-                if e.code == "fs-hang":
-                    raise _Hang(Outcome.HANG_MENU, error("fs-hang", f"entry {index}, line {line} `{word}`: "
+                if e.code in HANG_CODES:
+                    raise _Hang(Outcome.HANG_MENU, error(e.code or "fs-hang", f"entry {index}, line {line} `{word}`: "
                                                          f"{e.detail}")) from e
                 if e.number == 0:
                     # The command failed without setting errnum: run_script goes on (cmdline.c:196-208) and
