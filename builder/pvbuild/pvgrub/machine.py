@@ -17,6 +17,7 @@ from pvbuild.pvgrub import menu as menumod
 from pvbuild.pvgrub.blockio import Disk
 from pvbuild.pvgrub.disk import BOOT_DEVICE, Device, parse_device, parse_maxint
 from pvbuild.pvgrub.errors import Err, GrubError
+from pvbuild.pvgrub.errors import message as grub_message
 from pvbuild.pvgrub.files import EmulatorLimit, FileLayer, Opened
 from pvbuild.pvgrub.findings import Finding, error, info, warning
 from pvbuild.pvgrub.initrd import inspect_initrd
@@ -117,13 +118,34 @@ _BY_COMMAND: dict[tuple[str, int], str] = {
     ("module", Err.FILE_NOT_FOUND): "initrd-not-found",
 }
 _BY_NUMBER: dict[int, str] = {
-    Err.FILE_NOT_FOUND: "file-not-found",
     Err.BAD_FILENAME: "bad-filename",
-    Err.SYMLINK_LOOP: "symlink-loop",
+    Err.BAD_FILETYPE: "bad-file-type",
+    Err.BAD_GZIP_DATA: "gzip-bad-data",
+    Err.BAD_GZIP_HEADER: "gzip-bad-header",
     Err.BAD_PART_TABLE: "partition-table-invalid",
-    Err.NO_PART: "partition-not-found",
+    Err.BOOT_COMMAND: "entry-no-kernel",
+    Err.BOOT_FAILURE: "kernel-format-unknown",
+    Err.DEV_FORMAT: "bad-filename",
+    Err.DEV_VALUES: "bad-filename",
+    Err.EXEC_FORMAT: "kernel-arch-mismatch",
+    Err.FILELENGTH: "fs-feature-unsupported",
+    Err.FILE_NOT_FOUND: "file-not-found",
+    Err.FSYS_CORRUPT: "fs-corrupt",
     Err.FSYS_MOUNT: "fs-unsupported",
+    Err.GEOM: "fs-corrupt",
+    Err.NEED_LX_KERNEL: "initrd-before-kernel",
+    Err.NEED_MB_KERNEL: "module-before-kernel",
+    Err.NO_DISK: "partition-not-found",
+    Err.NO_PART: "partition-not-found",
+    Err.NUMBER_PARSING: "bad-filename",
+    Err.NUMBER_OVERFLOW: "bad-filename",
+    Err.OUTSIDE_PART: "fs-corrupt",
+    Err.READ: "fs-corrupt",
+    Err.SYMLINK_LOOP: "symlink-loop",
     Err.UNRECOGNIZED: "menu-scope-error",
+    Err.WONT_FIT: "file-too-large",
+    Err.BAD_ARGUMENT: "bad-argument",
+    Err.PRIVILEGED: "menu-locked",
 }
 
 
@@ -272,9 +294,9 @@ class Machine:
                 r.entry = (entryno, entry.title)
                 r.outcome = Outcome.BOOTS
                 if len(r.tried) > 1:
-                    hops = " -> ".join(str(t.index) for t in r.tried)
-                    r.findings.append(info("fallback-used", f"the default entry failed; booted entry "
-                                                            f"{entryno} after trying {hops}"))
+                    hops = "; ".join(f"entry {t.index} failed at line {t.line} `{t.command}` with Error {t.error}"
+                                     + (f" ({t.detail})" if t.detail else "") for t in r.tried[:-1])
+                    r.findings.append(info("fallback-used", f"booted fallback entry {entryno}: {hops}"))
                 return
             except _Hang as hang:
                 r.tried.append(Tried(entryno, entry.title, None))
@@ -316,7 +338,7 @@ class Machine:
                 continue
             seen.add(key)
             r.findings.append(error(code, f"entry {t.index} ({t.title!r}), line {t.line} `{t.command}`: "
-                                          f"Error {t.error}: {GrubError(t.error).grub_message}"
+                                          f"Error {t.error}: {grub_message(t.error)}"
                                           + (f" — {t.detail}" if t.detail else "")))
         r.findings.append(error("boot-failed", "every entry tried failed; GRUB prints \"Press any key to "
                                                "continue...\" and waits at the menu"))
