@@ -635,3 +635,19 @@ def test_real_debian_686_pae_kernel_is_not_pv() -> None:
         assert r["outcome"] == "hang-menu", r["findings"]
         assert r["kernel"]["xen_pv"] is False and r["kernel"]["machine"] == "i386"
         assert "kernel-no-pv" in codes(r, "error")
+
+
+def test_cli_internal_error_is_one_line_and_exit_4(monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Exit codes (README): a bug is exit 4 with one line on stderr, never a traceback."""
+    import pvbuild.pvgrub.check as checkmod
+    from pvbuild.cli import main
+
+    def boom(*_: object) -> None:
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(checkmod, "check_image", boom)
+    monkeypatch.delenv("PVBUILD_DEBUG", raising=False)
+    assert main(["check", str(whole(boot_files()))]) == 4
+    err = capsys.readouterr().err
+    assert "internal error" in err and "Traceback" not in err and err.count("\n") == 1

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
 from pvbuild import __version__
-from pvbuild.errors import EXIT_USAGE, PvbuildError
+from pvbuild.errors import EXIT_INTERNAL, EXIT_USAGE, PvbuildError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -63,8 +64,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PvbuildError as e:
         sys.stderr.write(f"pvbuild: {e}\n")
         return e.exit_code
+    except OSError as e:
+        sys.stderr.write(f"pvbuild: cannot read {e.filename or 'the input'}: {e.strerror or e}\n")
+        return EXIT_USAGE
     except KeyboardInterrupt:
         sys.stderr.write("pvbuild: interrupted\n")
         return 130
+    except Exception as e:
+        if os.environ.get("PVBUILD_DEBUG"):
+            raise
+        sys.stderr.write(f"pvbuild: internal error ({type(e).__name__}: {e}); this is a bug in pvbuild — please "
+                         "report it; PVBUILD_DEBUG=1 shows the traceback\n")
+        return EXIT_INTERNAL
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE

@@ -6,6 +6,7 @@ EXIT_OK = 0
 EXIT_CHECK_FAILED = 1  # the image (or the AMI) is not good
 EXIT_USAGE = 2  # bad input or usage: missing file, not a disk image, bad recipe
 EXIT_ENVIRONMENT = 3  # missing tool, no root, no AWS credentials
+EXIT_INTERNAL = 4  # a bug in pvbuild
 
 
 class PvbuildError(Exception):
