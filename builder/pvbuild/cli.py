@@ -30,7 +30,73 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--variant", default="hd0", choices=["hd0", "hd00"], help="AKI variant (hd0)")
     c.add_argument("--arch", default="x86_64", choices=["x86_64", "i386"], help="PV-GRUB architecture (x86_64)")
     c.add_argument("--json", action="store_true", help="print the JSON report on stdout")
+    b = sub.add_parser("build", help="build the image a recipe describes (also: pvbuild RECIPE.yaml)",
+                       description="Build, check and write the image a recipe describes.")
+    b.add_argument("recipe", metavar="RECIPE", help="recipe file (YAML)")
+    b.add_argument("-v", "--verbose", action="store_true", help="show the commands run")
+    pl = sub.add_parser("plan", help="print every decision for a recipe; writes nothing, needs no root",
+                        description="Validate a recipe and print the resolved plan, menu.lst included.")
+    pl.add_argument("recipe", metavar="RECIPE")
+    pl.add_argument("--json", action="store_true", help="print the plan as JSON")
+    m = sub.add_parser("menu", help="print the menu.lst a recipe produces")
+    m.add_argument("recipe", metavar="RECIPE")
+    sub.add_parser("schema", help="print the recipe JSON Schema (for editors)")
     return p
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from pvbuild.plan import load_plan
+
+    plan = load_plan(args.recipe)
+    if args.json:
+        json.dump(plan.to_json(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    d = plan.distro
+    out = [f"recipe:   {plan.recipe}",
+           f"image:    {plan.output.directory}/{plan.output.image_name} ({plan.disk.size_bytes // 2**20} MiB, "
+           f"table {plan.disk.table})",
+           f"distro:   Debian {d.version} ({d.release}) {d.deb_arch} from {d.mirror} via {d.backend} {d.variant}",
+           f"packages: {' '.join(d.packages)}",
+           f"kernel:   {plan.kernel.package}, cmdline: {plan.kernel.cmdline}",
+           f"initrd:   {plan.initrd.tool}, modules {', '.join(plan.initrd.modules)}, {plan.initrd.compression}",
+           f"pvgrub:   {plan.pvgrub.version} {plan.pvgrub.variant} {plan.pvgrub.arch}",
+           f"epoch:    SOURCE_DATE_EPOCH={plan.source_date_epoch}"]
+    for f in plan.disk.filesystems:
+        out.append(f"fs:       {f.mountpoint:<6} {f.fstype} label={f.label} uuid={f.uuid} "
+                   f"{f.size_bytes // 2**20} MiB at {f.offset_bytes // 2**20} MiB {f.grub_device} "
+                   f"{f.linux_device} mkfs {' '.join(f.mkfs_options) or '(defaults)'}")
+    out.append(f"menu.lst: {plan.disk.boot.grub_device}{plan.menu.path_in_boot_fs}")
+    out += ["    " + line for line in plan.menu.text.splitlines()]
+    out += [f"warning:  {w}" for w in plan.warnings]
+    sys.stdout.write("\n".join(out) + "\n")
+    return 0
+
+
+def cmd_menu(args: argparse.Namespace) -> int:
+    from pvbuild.plan import load_plan
+
+    sys.stdout.write(load_plan(args.recipe).menu.text)
+    return 0
+
+
+def cmd_schema(_: argparse.Namespace) -> int:
+    from pvbuild.recipe import json_schema
+
+    json.dump(json_schema(), sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    import importlib
+
+    from pvbuild.plan import load_plan
+
+    plan = load_plan(args.recipe)
+    pipeline = importlib.import_module("pvbuild.build.pipeline")
+    pipeline.build(plan, verbose=args.verbose)
+    return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -47,23 +113,34 @@ def cmd_check(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
+COMMANDS = {"check": cmd_check, "build": cmd_build, "plan": cmd_plan, "menu": cmd_menu, "schema": cmd_schema}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from pvbuild.pvgrub.errors import ImageError
 
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `pvbuild recipe.yaml` is `pvbuild build recipe.yaml`.
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first is not None and first not in COMMANDS and first.endswith((".yaml", ".yml")):
+        argv.insert(argv.index(first), "build")
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        if args.command == "check":
-            return cmd_check(args)
+        return COMMANDS[args.command](args)
     except ImageError as e:
         sys.stderr.write(f"pvbuild: {e}\n")
         return EXIT_USAGE
     except PvbuildError as e:
         sys.stderr.write(f"pvbuild: {e}\n")
         return e.exit_code
+    except BrokenPipeError:
+        # `pvbuild schema | head`: the reader left; nothing is wrong.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as e:
         sys.stderr.write(f"pvbuild: cannot read {e.filename or 'the input'}: {e.strerror or e}\n")
         return EXIT_USAGE
@@ -76,5 +153,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"pvbuild: internal error ({type(e).__name__}: {e}); this is a bug in pvbuild — please "
                          "report it; PVBUILD_DEBUG=1 shows the traceback\n")
         return EXIT_INTERNAL
-    parser.error(f"unknown command {args.command}")
-    return EXIT_USAGE

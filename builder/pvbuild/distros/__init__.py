@@ -1,0 +1,1 @@
+"""Distribution profiles: packages, kernel, initrd tool and mirror for each distro family."""

@@ -1,0 +1,422 @@
+"""Recipe -> Plan: every default and every cross-field rule lives here; nothing later reads the recipe.
+
+Rules from the seeds (Amazon's UserProvidedKernels guide and the Japanese field guide) are errors here,
+before any work: a 32-bit kernel with 64-bit PV-GRUB (and the reverse), a ramdisk (ARI) with PV-GRUB, GPT with
+PV-GRUB <= 1.03, a /boot filesystem PV-GRUB cannot read, root on LVM without a separate /boot, i386 where the
+distro's 32-bit kernel has no Xen PV, and an hd00 AKI with a partitionless disk (or hd0 with a partition table).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Literal
+
+import jinja2
+
+from pvbuild import __version__
+from pvbuild.distros import debian
+from pvbuild.planmodel import (
+    DiskPlan,
+    DistroPlan,
+    FileOverlay,
+    FilesystemPlan,
+    InitrdPlan,
+    KernelPlan,
+    MenuEntryPlan,
+    MenuPlan,
+    OutputPlan,
+    Plan,
+    PvgrubPlan,
+    UserPlan,
+)
+from pvbuild.recipe import Partition, Problem, Recipe, RecipeError, load_recipe
+from pvbuild.resources import TEMPLATES
+from pvbuild.yamlsrc import Located, YamlError, load
+
+__all__ = ["Plan", "load_plan", "make_plan", "render_menu"]
+
+MiB = 1024 * 1024
+NAMESPACE = uuid.UUID("5d1c6a0e-3f0b-4b5e-9c1d-7e2a8f4b6c3d")  # pvbuild's, for deterministic UUIDs
+ROOT_FS_MODULE = {"ext2": "ext4", "ext3": "ext4", "ext4": "ext4", "xfs": "xfs", "btrfs": "btrfs"}
+PV_MODULES = ("xen-blkfront", "xen-netfront")
+LABEL_MAX = {"ext2": 16, "ext3": 16, "ext4": 16, "xfs": 12, "btrfs": 255}
+
+
+class _Problems:
+    """Collects every problem (with its recipe line) before failing, so the user sees them all at once."""
+
+    def __init__(self, located: Located) -> None:
+        self.located = located
+        self.items: list[Problem] = []
+
+    def add(self, path: tuple[str | int, ...], message: str, hint: str = "") -> None:
+        field = ""
+        for part in path:
+            field += f"[{part}]" if isinstance(part, int) else (f".{part}" if field else str(part))
+        self.items.append(Problem(self.located.where(path), field, message, hint))
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise RecipeError(self.items)
+
+
+def _uuid(name: str, *parts: str) -> str:
+    return str(uuid.uuid5(NAMESPACE, "/".join((name, *parts))))
+
+
+def _source_date_epoch(recipe: Recipe, recipe_path: Path, warnings: list[str]) -> int:
+    """The recipe's value, then $SOURCE_DATE_EPOCH, then the recipe's lock file, then today (with a warning)."""
+    if recipe.source_date_epoch is not None:
+        return recipe.source_date_epoch
+    env = os.environ.get("SOURCE_DATE_EPOCH")
+    if env and env.isdigit():
+        return int(env)
+    lock = recipe_path.with_suffix(".lock")
+    if lock.is_file():
+        try:
+            data = load(lock).data
+        except YamlError:
+            data = None
+        if isinstance(data, dict) and isinstance(data.get("source_date_epoch"), int):
+            return int(data["source_date_epoch"])
+    today = int(time.time()) // 86400 * 86400
+    warnings.append(f"no source_date_epoch in the recipe, $SOURCE_DATE_EPOCH or {lock.name}: using today "
+                    f"({today}); builds on another day will differ")
+    return today
+
+
+def _boot_fs_rules(p: _Problems, part: Partition, path: tuple[str | int, ...], allow_btrfs: bool) -> None:
+    """The filesystem PV-GRUB reads menu.lst and the kernel from must be one it can read (PVGRUB.md §5)."""
+    opts = " ".join(part.mkfs_options)
+    if part.fstype in ("ext2", "ext3", "ext4") and any(
+            o in ("64bit",) or o.endswith(",64bit") or o.startswith("64bit,") or ",64bit," in o
+            for o in " ".join(part.mkfs_options).replace("-O", " ").split()):
+        p.add((*path, "mkfs_options"), "ext4 `64bit` on the filesystem PV-GRUB boots from: PV-GRUB's ext4 code "
+                                       "fails every file on it (Error 14)", "remove 64bit (pvbuild adds -O ^64bit)")
+    if part.fstype == "xfs" and ("crc=1" in opts or "ftype=1" in opts):
+        p.add((*path, "mkfs_options"), "XFS v5 (crc=1) or ftype=1 on the filesystem PV-GRUB boots from: its "
+                                       "xfs driver reads only v4 without ftype",
+              "drop those options (pvbuild makes /boot XFS with -m crc=0 -n ftype=0) or use ext4 for /boot")
+    if part.fstype == "btrfs" and not allow_btrfs:
+        p.add((*path, "fstype"), "PV-GRUB cannot read btrfs (its driver is not built into the AKIs; AWS calls "
+                                 "it beta at best)", "use ext4 for /boot, or set pvgrub.allow_btrfs_beta: true")
+    if part.lvm:
+        p.add((*path, "lvm"), "PV-GRUB cannot read LVM: the filesystem it boots from must be a plain partition",
+              "add a separate /boot partition outside LVM")
+
+
+def _mkfs_options(part: Partition, is_boot: bool) -> tuple[str, ...]:
+    """PV-GRUB-safe defaults for the filesystem PV-GRUB reads, then the recipe's options."""
+    base: list[str] = []
+    if is_boot and part.fstype in ("ext2", "ext3", "ext4"):
+        base = ["-O", "^64bit"]
+    elif is_boot and part.fstype == "xfs":
+        base = ["-m", "crc=0", "-n", "ftype=0"]
+    return (*base, *part.mkfs_options)
+
+
+def _layout(recipe: Recipe, p: _Problems) -> tuple[DiskPlan | None, bool]:
+    disk = recipe.disk
+    parts = list(disk.partitions) or [Partition.model_validate({"mountpoint": "/"})]
+    mounts = [x.mountpoint for x in parts]
+    ok = True
+    for i, part in enumerate(parts):
+        if part.mountpoint not in ("/", "/boot"):
+            p.add(("disk", "partitions", i, "mountpoint"), f"{part.mountpoint!r} is not supported yet",
+                  "use / and optionally /boot")
+            ok = False
+    if mounts.count("/") != 1:
+        p.add(("disk", "partitions"), "exactly one partition must be mounted at /")
+        return None, False
+    if mounts.count("/boot") > 1:
+        p.add(("disk", "partitions"), "at most one /boot")
+        return None, False
+    separate_boot = "/boot" in mounts
+    if disk.table == "none" and len(parts) > 1:
+        p.add(("disk", "table"), "a partitionless disk holds exactly one filesystem; a separate /boot needs a "
+                                 "partition table", "write `table: mbr` (and use the hd00 AKI)")
+        return None, False
+    if disk.table == "gpt":
+        return None, False  # reported by the profile rules
+    if disk.table == "mbr" and len(parts) > 4:
+        p.add(("disk", "partitions"), "more than 4 partitions needs logical partitions, which pvbuild does not "
+                                      "lay out yet", "use at most 4")
+        return None, False
+    root_part = parts[mounts.index("/")]
+    if root_part.lvm and not separate_boot:
+        p.add(("disk", "partitions", mounts.index("/"), "lvm"),
+              "root on LVM without a separate /boot: PV-GRUB cannot read LVM (AWS: \"you need a separate boot "
+              "partition outside of the LVM\")", "add a /boot partition (ext4) before the LVM root")
+        return None, False
+    if root_part.lvm:
+        p.add(("disk", "partitions", mounts.index("/"), "lvm"), "LVM root filesystems are not built yet",
+              "use a plain root partition for now")
+        return None, False
+    boot_index = mounts.index("/boot") if separate_boot else mounts.index("/")
+    for i, part in enumerate(parts):
+        if i == boot_index:
+            _boot_fs_rules(p, part, ("disk", "partitions", i), recipe.pvgrub.allow_btrfs_beta)
+        if part.fstype == "btrfs" and i != boot_index:
+            p.add(("disk", "partitions", i, "fstype"), "btrfs is not built yet", "use ext4 or xfs")
+        label_max = LABEL_MAX[part.fstype]
+        if part.label is not None and len(part.label) > label_max:
+            p.add(("disk", "partitions", i, "label"), f"{part.fstype} labels are at most {label_max} characters")
+    # Sizes: partitions start at 1 MiB, aligned to 1 MiB; one of them may take the rest.
+    fixed = [x.size for x in parts if x.size != "rest"]
+    rests = [i for i, x in enumerate(parts) if x.size == "rest"]
+    if len(rests) > 1:
+        p.add(("disk", "partitions", rests[1], "size"), "only one partition can take the rest of the disk",
+              "give the others a size such as 512MiB")
+        return None, False
+    start = MiB if disk.table == "mbr" else 0
+    usable = disk.size - start
+    aligned = [((s + MiB - 1) // MiB) * MiB for s in fixed if isinstance(s, int)]
+    rest = usable - sum(aligned)
+    if rest <= 0 or (rests and rest < 64 * MiB):
+        p.add(("disk", "size"), f"{disk.size // MiB} MiB cannot hold the partitions "
+                                f"({sum(aligned) // MiB} MiB fixed, the rest needs at least 64 MiB)",
+              "make disk.size larger")
+        return None, False
+    if disk.table == "none" and root_part.size not in ("rest", disk.size):
+        p.add(("disk", "partitions", 0, "size"), "a partitionless filesystem is the whole disk",
+              "remove the size or make it equal to disk.size")
+    name = recipe.name
+    filesystems = []
+    offset = start
+    for i, part in enumerate(parts):
+        size = rest if part.size == "rest" else ((int(part.size) + MiB - 1) // MiB) * MiB
+        if disk.table == "none":
+            size = disk.size
+        is_root = part.mountpoint == "/"
+        default_label = "rootfs" if is_root else "boot"
+        filesystems.append(FilesystemPlan(
+            mountpoint=part.mountpoint,
+            fstype=part.fstype,
+            label=part.label or default_label,
+            uuid=part.uuid or _uuid(name, part.mountpoint, "fs"),
+            hash_seed=_uuid(name, part.mountpoint, "hash-seed") if part.fstype.startswith("ext") else None,
+            mkfs_options=_mkfs_options(part, i == boot_index),
+            size_bytes=size,
+            part_type=(part.type or "83") if disk.table == "mbr" else "",
+            offset_bytes=offset,
+            grub_device="(hd0)" if disk.table == "none" else f"(hd0,{i})",
+            linux_device="/dev/xvda" if disk.table == "none" else f"/dev/xvda{i + 1}",
+        ))
+        offset += size
+    disk_id = f"0x{uuid.uuid5(NAMESPACE, name + '/disk').hex[:8]}" if disk.table == "mbr" else None
+    return DiskPlan(disk.table, disk.size, disk_id, tuple(filesystems)), ok
+
+
+def render_menu(recipe_name: str, default: int, fallback: tuple[int, ...], timeout: int | None,
+                hiddenmenu: bool, entries: tuple[MenuEntryPlan, ...]) -> str:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True, autoescape=False)  # noqa: S701 - not HTML
+    return env.get_template("menu.lst.j2").render(
+        recipe_name=recipe_name, default=default, fallback=fallback, timeout=timeout, hiddenmenu=hiddenmenu,
+        entries=entries)
+
+
+def _menu_text_rules(p: _Problems, path: tuple[str | int, ...], text: str, what: str) -> None:
+    """A menu.lst line is one line to GRUB: no newline, and no trailing backslash (it would join lines)."""
+    if "\n" in text or "\r" in text:
+        p.add(path, f"{what} contains a line break, which would end the menu.lst line")
+    if text.rstrip().endswith("\\"):
+        p.add(path, f"{what} ends with a backslash, which GRUB reads as a line continuation")
+
+
+def _menu(recipe: Recipe, disk: DiskPlan, kernel: KernelPlan, release: debian.Release,
+          p: _Problems, warnings: list[str]) -> MenuPlan:
+    m = recipe.menu
+    boot = disk.boot
+    prefix = "" if boot.mountpoint == "/boot" else "/boot"
+    title = m.title or f"Debian GNU/Linux {release.version} ({release.codename})"
+    _menu_text_rules(p, ("menu", "title"), title, "the title")
+    args = kernel.cmdline
+    entries = [MenuEntryPlan(title, boot.grub_device, f"{prefix}/vmlinuz", f"{prefix}/initrd.img", args)]
+    if kernel.pinned_fallback:
+        ver = kernel.pinned_fallback
+        entries.append(MenuEntryPlan(f"{title}, kernel {ver} (known good)", boot.grub_device,
+                                     f"{prefix}/vmlinuz-{ver}", f"{prefix}/initrd.img-{ver}", args))
+    else:
+        entries.append(MenuEntryPlan(f"{title} (previous kernel)", boot.grub_device, f"{prefix}/vmlinuz.old",
+                                     f"{prefix}/initrd.img.old", args))
+    for i, e in enumerate(m.entries):
+        _menu_text_rules(p, ("menu", "entries", i, "title"), e.title, "the title")
+        extra = list(e.args)
+        if not any(a.startswith("root=") for a in extra):
+            extra.insert(0, kernel.root_arg)
+        if not any(a.startswith("console=") for a in extra):
+            extra.append(f"console={kernel.console}")
+        line = " ".join(extra)
+        _menu_text_rules(p, ("menu", "entries", i, "args"), line, "the arguments")
+        for key in ("kernel", "initrd"):
+            value = getattr(e, key)
+            if value is not None and not value.startswith(("/", "(")):
+                p.add(("menu", "entries", i, key), f"{value!r} is neither an absolute path nor a GRUB device "
+                                                   "path: PV-GRUB fails it with Error 1", f"write /boot/{value}")
+        entries.append(MenuEntryPlan(e.title, boot.grub_device, e.kernel, e.initrd, line))
+    fallback = tuple(m.fallback) if m.fallback is not None else ((1,) if len(entries) > 1 else ())
+    if not 0 <= m.default < len(entries):
+        p.add(("menu", "default"), f"entry {m.default} does not exist (there are {len(entries)})",
+              f"use 0..{len(entries) - 1}")
+    for j, f in enumerate(fallback):
+        if not 0 <= f < len(entries):
+            p.add(("menu", "fallback", j), f"entry {f} does not exist (there are {len(entries)})")
+    if len(set(fallback)) != len(fallback):
+        p.add(("menu", "fallback"), "a repeated entry: GRUB 0.97 drops the whole fallback line when a duplicate "
+                                    "is followed by more values", "list each entry once")
+    if len(fallback) > 8:
+        p.add(("menu", "fallback"), "GRUB keeps at most 8 fallback entries")
+    if m.timeout is None:
+        warnings.append("menu.timeout is null: PV-GRUB will wait at the menu forever and the instance never "
+                        "boots on EC2 (nobody can press a key); the build's check will fail")
+    elif m.timeout < 0:
+        p.add(("menu", "timeout"), "a negative timeout means no timeout: PV-GRUB waits forever",
+              "use 0 (boot at once) or more")
+    text = render_menu(recipe.name, m.default, fallback, m.timeout, m.hiddenmenu, tuple(entries))
+    path = f"{prefix}/grub/menu.lst" if prefix else "/grub/menu.lst"
+    return MenuPlan(m.default, fallback, m.timeout, m.hiddenmenu, tuple(entries), text, path)
+
+
+def make_plan(recipe: Recipe, located: Located, recipe_path: Path) -> Plan:
+    """All decisions for `recipe`; RecipeError lists every rule it breaks, with its line."""
+    p = _Problems(located)
+    warnings: list[str] = []
+    release = debian.resolve_release(recipe.distro.release)
+    if release is None:
+        p.add(("distro", "release"), f"unknown Debian release {recipe.distro.release!r}",
+              f"use one of {', '.join(debian.RELEASES)}")
+        p.raise_if_any()
+    assert release is not None
+    # --- AKI profile rules (seeds) ---
+    pvgrub_arch = recipe.pvgrub.arch or recipe.arch
+    if pvgrub_arch != recipe.arch:
+        p.add(("pvgrub", "arch"), f"{'64' if pvgrub_arch == 'x86_64' else '32'}-bit PV-GRUB cannot start a "
+                                  f"{'64' if recipe.arch == 'x86_64' else '32'}-bit kernel (seed: \"You cannot "
+                                  "use the 64-bit version of PV-GRUB to start a 32-bit kernel or vice versa\")",
+              f"remove pvgrub.arch or set it to {recipe.arch}")
+    variant: Literal["hd0", "hd00"] = recipe.pvgrub.variant or ("hd0" if recipe.disk.table == "none" else "hd00")
+    if recipe.disk.table == "none" and variant == "hd00":
+        p.add(("pvgrub", "variant"), "the hd00 AKI is for images with a partition table; this disk is "
+                                     "partitionless", "use variant hd0, or disk.table: mbr")
+    if recipe.disk.table != "none" and variant == "hd0":
+        p.add(("pvgrub", "variant"), "the hd0 AKI is for partitionless images (seed: choose hd00 for an image "
+                                     "that has a partition table)", "use variant hd00, or disk.table: none")
+    if recipe.disk.table == "gpt":
+        if recipe.pvgrub.version <= "1.03":
+            p.add(("disk", "table"), f"PV-GRUB {recipe.pvgrub.version} does not support GPT (1.03 and earlier "
+                                     "read only MBR partition tables)", "use table: mbr, or pvgrub.version 1.05")
+        else:
+            p.add(("disk", "table"), "GPT images are not built yet", "use table: mbr")
+    for key in ("ramdisk_id", "ramdisk", "ari"):
+        if key in recipe.aws:
+            p.add(("aws", key), "a ramdisk (ARI) must not be given with a PV-GRUB AKI (seed: \"You must not "
+                                "specify an Amazon ramdisk image (ARI) when using a PV-GRUB AKI\"); PV-GRUB "
+                                "would take it for its menu", "remove it: the initrd is named in menu.lst")
+    deb_arch: Literal["amd64", "i386"] = "amd64" if recipe.arch == "x86_64" else "i386"
+    if recipe.arch == "i386" and release.i386_pv_kernel is None:
+        p.add(("arch",), f"Debian {release.version}'s 32-bit kernel ({release.kernel_series}, "
+                         f"{debian.KERNEL_PACKAGES['i386']}) has no Xen PV support: Linux removed 32-bit PV "
+                         "guests in 5.9, so PV-GRUB i386 has nothing to boot", "build x86_64")
+    if recipe.initrd.tool == "mkinitrd":
+        p.add(("initrd", "tool"), "mkinitrd does not exist on Debian", "use update-initramfs (auto) or dracut")
+    disk, _ = _layout(recipe, p)
+    p.raise_if_any()
+    assert disk is not None
+    # --- distro and packages ---
+    mirror, security = debian.mirrors(recipe.distro.mirror, recipe.distro.security_mirror)
+    kernel_package = recipe.kernel.package or debian.KERNEL_PACKAGES[deb_arch]
+    tool: Literal["update-initramfs", "dracut"] = "dracut" if recipe.initrd.tool == "dracut" else "update-initramfs"
+    packages = set(debian.BASE_PACKAGES) | {kernel_package} | set(recipe.packages)
+    if tool == "dracut":
+        packages.discard("initramfs-tools")
+        packages.add("dracut")
+    if any(f.fstype == "xfs" for f in disk.filesystems):
+        packages.add("xfsprogs")
+    if recipe.ssh_authorized_keys or any(u.ssh_authorized_keys for u in recipe.users):
+        packages.add("openssh-server")
+    if any(u.sudo for u in recipe.users):
+        packages.add("sudo")
+    distro = DistroPlan("debian", release.codename, release.version, mirror, security,
+                        tuple(recipe.distro.components), deb_arch, "mmdebstrap", "minbase",
+                        tuple(sorted(packages)))
+    # --- kernel, initrd, menu ---
+    root = disk.root
+    root_arg = {"uuid": f"root=UUID={root.uuid}", "label": f"root=LABEL={root.label}",
+                "device": f"root={root.linux_device}"}[recipe.kernel.root]
+    if recipe.kernel.root == "device" and disk.table == "none":
+        warnings.append("root=/dev/xvda names the whole disk as a local Xen host attaches it; EC2 attaches a "
+                        "partitionless root as sda1 (xvda1): kernel.root: uuid works on both")
+    for i, a in enumerate(recipe.kernel.cmdline):
+        if a.startswith(("root=", "console=")):
+            p.add(("kernel", "cmdline", i), f"{a.split('=')[0]}= is set by pvbuild",
+                  "use kernel.root / kernel.console instead")
+    boot_prefix = "" if disk.boot.mountpoint == "/boot" else "/boot"
+    kernel = KernelPlan(kernel_package, root_arg, recipe.kernel.console, tuple(recipe.kernel.cmdline),
+                        f"{boot_prefix}/vmlinuz", f"{boot_prefix}/initrd.img", f"{boot_prefix}/vmlinuz.old",
+                        f"{boot_prefix}/initrd.img.old", recipe.kernel.fallback_version)
+    _menu_text_rules(p, ("kernel", "cmdline"), kernel.cmdline, "the kernel command line")
+    if len(kernel.cmdline.encode()) > 1023:
+        p.add(("kernel", "cmdline"), f"the kernel command line is {len(kernel.cmdline.encode())} bytes; Xen "
+                                     "passes only 1023", "shorten it")
+    modules = list(dict.fromkeys([*PV_MODULES, ROOT_FS_MODULE[root.fstype], *recipe.initrd.modules]))
+    initrd = InitrdPlan(tool, tuple(modules), recipe.initrd.compression)
+    menu = _menu(recipe, disk, kernel, release, p, warnings)
+    # --- files, users ---
+    base = recipe_path.parent
+    files = []
+    for i, f in enumerate(recipe.files):
+        if not f.dest.startswith("/"):
+            p.add(("files", i, "dest"), f"{f.dest!r} is not an absolute path", f"write /{f.dest}")
+        if (f.src is None) == (f.content is None):
+            p.add(("files", i), "give exactly one of src and content")
+            continue
+        src = ""
+        if f.src is not None:
+            src_path = (base / f.src).resolve()
+            if not src_path.is_file():
+                p.add(("files", i, "src"), f"{src_path} does not exist", "paths are relative to the recipe")
+            src = str(src_path)
+        mode = None
+        if f.mode is not None:
+            try:
+                mode = int(f.mode, 8)
+            except ValueError:
+                p.add(("files", i, "mode"), f"{f.mode!r} is not an octal mode", "write e.g. \"0644\"")
+        files.append(FileOverlay(src, f.dest, mode, f.content))
+    users = []
+    for i, u in enumerate(recipe.users):
+        if not u.name.isidentifier() and not all(c.isalnum() or c in "_-" for c in u.name):
+            p.add(("users", i, "name"), f"{u.name!r} is not a valid user name")
+        if u.password_hash is not None and not u.password_hash.startswith(("$", "!", "*")):
+            p.add(("users", i, "password_hash"), "expected a crypt(3) hash such as $6$...",
+                  "generate one with `mkpasswd -m sha-512`, never a clear-text password")
+        for j, key in enumerate(u.ssh_authorized_keys):
+            if not key.startswith(("ssh-", "ecdsa-", "sk-")):
+                p.add(("users", i, "ssh_authorized_keys", j), "not an OpenSSH public key")
+        users.append(UserPlan(u.name, tuple(u.groups), u.shell, u.password_hash, tuple(u.ssh_authorized_keys),
+                              u.sudo))
+    for j, key in enumerate(recipe.ssh_authorized_keys):
+        if not key.startswith(("ssh-", "ecdsa-", "sk-")):
+            p.add(("ssh_authorized_keys", j), "not an OpenSSH public key")
+    p.raise_if_any()
+    out_dir = Path(recipe.output.directory) if recipe.output.directory else Path("out") / recipe.name
+    if not out_dir.is_absolute():
+        out_dir = (base / out_dir) if recipe.output.directory else (Path.cwd() / out_dir)
+    output = OutputPlan(str(out_dir.resolve()), f"{recipe.name}.raw", tuple(recipe.output.formats))
+    sde = _source_date_epoch(recipe, recipe_path, warnings)
+    aws: dict[str, Any] = dict(recipe.aws)
+    return Plan(str(recipe_path.resolve()), recipe.name, recipe.hostname or recipe.name, sde, distro, kernel,
+                initrd, disk, menu, PvgrubPlan(recipe.pvgrub.version, variant, pvgrub_arch),
+                tuple(files), tuple(users), tuple(recipe.ssh_authorized_keys), output, aws, tuple(warnings),
+                __version__)
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Read, validate and plan a recipe file."""
+    recipe_path = Path(path)
+    recipe, located = load_recipe(recipe_path)
+    return make_plan(recipe, located, recipe_path)
