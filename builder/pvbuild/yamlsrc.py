@@ -15,6 +15,8 @@ import yaml
 
 Path_ = tuple[str | int, ...]
 MAX_RECIPE_BYTES = 1024 * 1024
+MAX_NODES = 100_000  # aliases can make a small file expand exponentially ("billion laughs")
+MAX_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,12 @@ class YamlError(Exception):
 
 
 def _construct(node: yaml.Node, path: Path_, file: str, marks: dict[Path_, Where]) -> Any:
-    marks[path] = Where(file, node.start_mark.line + 1, node.start_mark.column + 1)
+    where = Where(file, node.start_mark.line + 1, node.start_mark.column + 1)
+    if len(marks) > MAX_NODES:
+        raise YamlError(where, f"more than {MAX_NODES} values (aliases expanding?): not a recipe")
+    if len(path) > MAX_DEPTH:
+        raise YamlError(where, f"nested more than {MAX_DEPTH} levels deep: not a recipe")
+    marks[path] = where
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
