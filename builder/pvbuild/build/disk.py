@@ -1,0 +1,386 @@
+"""The disk image from the finished tree, without partition devices (no kpartx, no losetup -P, no mounts).
+
+- Partitionless: `mke2fs -d TREE` straight onto the image file.
+- MBR: `sfdisk` writes the table into the image file (label-id from the plan); each filesystem is made in a file
+  of its own and copied in at its offset, holes skipped (SEEK_DATA/SEEK_HOLE).
+
+PV-GRUB safety. `mke2fs -d` turns every all-zero block of a file into a hole, and PV-GRUB's ext4 extent code
+misreads holes (it reads the next physical block, or fails with Error 16; the emulator's `file-sparse`). After
+mkfs every regular file of the /boot filesystem's boot files gets `debugfs -w -R "fallocate FILE 0 LAST"`: the
+holes become unwritten extents, which GRUB and Linux both read as zeros; e2fsck is clean.
+
+Reproducibility. mke2fs/debugfs run with E2FSPROGS_FAKE_TIME=SOURCE_DATE_EPOCH and the built-in mke2fs.conf (not
+the host's); `-U` and `-E hash_seed=` come from the plan; every mtime in the tree is clamped to
+SOURCE_DATE_EPOCH before mkfs, and one `debugfs -w` pass sets atime, ctime and crtime (and their nanoseconds) of
+every inode in use, since mke2fs copies them from the tree, where the ctime is whenever the tree was unpacked.
+Two builds of the same plan give byte-identical ext images. XFS (/boot only): `mkfs.xfs -p protofile`; its inode
+times are the wall clock unless the `faketime` tool is installed.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import re
+import shutil
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+from pvbuild.build.run import Log, run
+from pvbuild.errors import UsageError
+from pvbuild.planmodel import DiskPlan, FilesystemPlan, Plan
+
+SECTOR = 512
+# Names debugfs commands can carry unquoted; anything else in the /boot filesystem is refused with a message.
+_DEBUGFS_SAFE = re.compile(r"[A-Za-z0-9._+@%=,-]+")
+# mkfs.xfs refuses filesystems under 300 MiB unless it thinks it runs under fstests.
+XFS_SMALL_ENV = {"TEST_DIR": "1", "TEST_DEV": "1", "QA_CHECK_FS": "1"}
+MIN_XFS_WITHOUT_ENV = 300 * 1024 * 1024
+
+
+# --- the tree ---------------------------------------------------------------------------------------------
+def walk(tree: Path) -> Iterator[Path]:
+    """Every path below `tree` (itself included), never following symlinks."""
+    yield tree
+    for dirpath, dirnames, filenames in os.walk(tree, followlinks=False):
+        for n in sorted(dirnames) + sorted(filenames):
+            yield Path(dirpath) / n
+
+
+def clamp_times(tree: Path, epoch: int) -> int:
+    """Clamp every mtime to `epoch` (never move one forward) and set atime = mtime. Returns the paths changed."""
+    limit = epoch * 1_000_000_000
+    changed = 0
+    for p in walk(tree):
+        st = p.lstat()
+        mtime = min(st.st_mtime_ns, limit)
+        mtime -= mtime % 1_000_000_000  # whole seconds: the nanoseconds would differ between unpacks
+        if mtime != st.st_mtime_ns or st.st_atime_ns != mtime:
+            os.utime(p, ns=(mtime, mtime), follow_symlinks=False)
+            changed += 1
+    return changed
+
+
+def split_boot(tree: Path, boot_tree: Path) -> None:
+    """Move the contents of tree/boot into `boot_tree` (a separate /boot); tree/boot stays as the mount point."""
+    src = tree / "boot"
+    if src.is_symlink() or not src.is_dir():
+        raise UsageError("/boot in the image is not a folder")
+    boot_tree.mkdir(parents=True, exist_ok=True)
+    st = src.lstat()
+    os.chmod(boot_tree, stat.S_IMODE(st.st_mode))
+    for child in sorted(src.iterdir()):
+        os.rename(child, boot_tree / child.name)
+    os.utime(boot_tree, ns=(st.st_mtime_ns, st.st_mtime_ns))
+    os.utime(src, ns=(st.st_mtime_ns, st.st_mtime_ns))
+
+
+def boot_files(boot_root: Path) -> list[str]:
+    """Regular files of the /boot filesystem's tree, as paths inside that filesystem."""
+    out = []
+    for p in walk(boot_root):
+        if p.is_file() and not p.is_symlink():
+            rel = "/" + str(p.relative_to(boot_root))
+            for part in rel.strip("/").split("/"):
+                if not _DEBUGFS_SAFE.fullmatch(part):
+                    raise UsageError(f"the boot file {rel} has a name pvbuild cannot pass to debugfs; rename it")
+            out.append(rel)
+    return out
+
+
+# --- ext2/3/4 ---------------------------------------------------------------------------------------------
+def _e2_env(epoch: int) -> dict[str, str]:
+    # MKE2FS_CONFIG naming a missing file makes mke2fs use its built-in mke2fs.conf: the same features on
+    # every host with this e2fsprogs version, whatever the host's /etc/mke2fs.conf says.
+    return {**os.environ, "E2FSPROGS_FAKE_TIME": str(epoch), "MKE2FS_CONFIG": "/nonexistent/pvbuild-mke2fs.conf",
+            "LC_ALL": "C"}
+
+
+def mke2fs_argv(fs: FilesystemPlan, image: Path, tree: Path) -> list[str]:
+    """mke2fs for one filesystem: the plan's options with every `-E` merged (mke2fs keeps only the last)."""
+    opts = list(fs.mkfs_options)
+    extended: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(opts):
+        o = opts[i]
+        if o == "-E" and i + 1 < len(opts):
+            extended.append(opts[i + 1])
+            i += 2
+            continue
+        if o.startswith("-E") and len(o) > 2:
+            extended.append(o[2:])
+        else:
+            rest.append(o)
+        i += 1
+    if fs.hash_seed:
+        extended.append(f"hash_seed={fs.hash_seed}")
+    argv = ["mke2fs", "-F", "-q", "-t", fs.fstype, "-L", fs.label, "-U", fs.uuid, *rest]
+    if extended:
+        argv += ["-E", ",".join(extended)]
+    return [*argv, "-d", str(tree), str(image)]
+
+
+def _used_inodes(image: Path, epoch: int, log: Log) -> list[int]:
+    """Inodes in use (root and from the first non-reserved one), from dumpe2fs' per-group free ranges."""
+    out = run(["dumpe2fs", image], log=log, env=_e2_env(epoch), capture=True, quiet=True).stdout.decode()
+    count = int(re.search(r"^Inode count:\s+(\d+)", out, re.M).group(1))  # type: ignore[union-attr]
+    m = re.search(r"^First inode:\s+(\d+)", out, re.M)
+    first = int(m.group(1)) if m else 11
+    free = bytearray(count + 1)
+    for line in out.splitlines():
+        if not line.startswith("  Free inodes:"):
+            continue  # the per-group lines are indented; the superblock's total is not
+        for r in line.split(":", 1)[1].split(","):
+            r = r.strip()
+            if not r:
+                continue
+            lo, _, hi = r.partition("-")
+            a, b = int(lo), int(hi or lo)
+            free[a:b + 1] = b"\1" * (b - a + 1)
+    return [2] + [i for i in range(first, count + 1) if not free[i]]
+
+
+def debugfs_script(image: Path, commands: list[str], epoch: int, log: Log) -> None:
+    """Run debugfs -w over a command file; debugfs reports errors on stderr without failing, so check it."""
+    cmdfile = image.with_name(image.name + ".debugfs")
+    cmdfile.write_text("\n".join(commands) + "\n")
+    try:
+        r = run(["debugfs", "-w", "-f", cmdfile, image], log=log, env=_e2_env(epoch), capture=True)
+    finally:
+        cmdfile.unlink(missing_ok=True)
+    bad = [ln for ln in r.stderr.decode(errors="replace").splitlines()
+           if ln.strip() and not ln.startswith("debugfs ")]
+    if bad:
+        from pvbuild.build.errors import CommandFailed
+
+        raise CommandFailed(["debugfs"], 0, "\n".join(bad[-20:]))
+
+
+def densify(image: Path, files: list[str], tree_root: Path, block_size: int, epoch: int, log: Log) -> None:
+    """Turn every hole of the boot files into an unwritten extent (PV-GRUB cannot read holes)."""
+    cmds = []
+    for rel in files:
+        size = (tree_root / rel.lstrip("/")).stat().st_size
+        if size == 0:
+            continue
+        last = math.ceil(size / block_size) - 1
+        cmds.append(f"fallocate {rel} 0 {last}")
+    if cmds:
+        debugfs_script(image, cmds, epoch, log)
+
+
+def normalise_inode_times(image: Path, epoch: int, log: Log) -> int:
+    """atime, ctime, crtime = epoch and no nanoseconds, for every inode in use; mtimes were clamped before."""
+    cmds = []
+    for ino in _used_inodes(image, epoch, log):
+        cmds += [f"sif <{ino}> atime @{epoch}", f"sif <{ino}> ctime @{epoch}", f"sif <{ino}> crtime @{epoch}",
+                 f"sif <{ino}> atime_extra 0", f"sif <{ino}> ctime_extra 0", f"sif <{ino}> crtime_extra 0",
+                 f"sif <{ino}> mtime_extra 0"]
+    debugfs_script(image, cmds, epoch, log)
+    return len(cmds) // 7
+
+
+def block_size(image: Path, epoch: int, log: Log) -> int:
+    out = run(["dumpe2fs", "-h", image], log=log, env=_e2_env(epoch), capture=True, quiet=True).stdout.decode()
+    m = re.search(r"^Block size:\s+(\d+)", out, re.M)
+    if not m:
+        raise UsageError(f"{image}: dumpe2fs shows no block size")
+    return int(m.group(1))
+
+
+def make_ext(fs: FilesystemPlan, image: Path, tree: Path, epoch: int, log: Log, *, is_boot: bool,
+             boot_root: Path | None = None) -> None:
+    """An ext2/3/4 filesystem holding `tree` in the (already sized) file `image`, PV-GRUB-readable, reproducible.
+
+    `is_boot`: this filesystem holds the boot files: those under `boot_root` (the tree itself for a separate
+    /boot, tree/boot otherwise) are made dense.
+    """
+    run(mke2fs_argv(fs, image, tree), log=log, env=_e2_env(epoch))
+    if is_boot:
+        root = boot_root if boot_root is not None else tree
+        prefix = "" if root == tree else "/" + str(root.relative_to(tree))
+        files = [prefix + f for f in boot_files(root)]
+        densify(image, files, tree, block_size(image, epoch, log), epoch, log)
+    n = normalise_inode_times(image, epoch, log)
+    log.info(f"{fs.mountpoint}: {n} inodes, times set to {epoch}")
+    run(["e2fsck", "-fn", image], log=log, env=_e2_env(epoch), quiet=True)
+
+
+# --- XFS (a /boot PV-GRUB can read: V4, ftype=0) ----------------------------------------------------------
+def _proto_name(name: str) -> str:
+    if not name or any(c.isspace() for c in name) or name in ("$", ":"):
+        raise UsageError(f"mkfs.xfs protofiles cannot hold the name {name!r}; rename it")
+    return name
+
+
+def xfs_protofile(tree: Path) -> str:
+    """An mkfs.xfs protofile (mkfs.xfs(8) -p) for a tree of folders, regular files and symlinks."""
+    lines = ["pvbuild", "0 0"]
+
+    def perms(st: os.stat_result) -> str:
+        m = st.st_mode
+        return ("u" if m & stat.S_ISUID else "-") + ("g" if m & stat.S_ISGID else "-") + f"{m & 0o777:03o}"
+
+    def walk_dir(d: Path, depth: int) -> None:
+        ind = " " * depth
+        for p in sorted(d.iterdir(), key=lambda x: x.name):
+            st = p.lstat()
+            n = _proto_name(p.name)
+            own = f"{st.st_uid} {st.st_gid}"
+            if stat.S_ISLNK(st.st_mode):
+                lines.append(f"{ind}{n} l{perms(st)} {own} {_proto_name(os.readlink(p))}")
+            elif stat.S_ISDIR(st.st_mode):
+                lines.append(f"{ind}{n} d{perms(st)} {own}")
+                walk_dir(p, depth + 1)
+                lines.append(f"{ind}$")
+            elif stat.S_ISREG(st.st_mode):
+                lines.append(f"{ind}{n} -{perms(st)} {own} {_proto_name(str(p.resolve()))}")
+            else:
+                raise UsageError(f"{p}: an XFS /boot can hold only files, folders and symlinks")
+
+    rst = tree.lstat()
+    lines.append(f"d{perms(rst)} {rst.st_uid} {rst.st_gid}")
+    walk_dir(tree, 1)
+    lines.append("$")
+    return "\n".join(lines) + "\n"
+
+
+def make_xfs(fs: FilesystemPlan, image: Path, tree: Path, epoch: int, log: Log) -> None:
+    proto = image.with_name(image.name + ".proto")
+    proto.write_text(xfs_protofile(tree))
+    env = {**os.environ, "LC_ALL": "C"}
+    if fs.size_bytes < MIN_XFS_WITHOUT_ENV:
+        env.update(XFS_SMALL_ENV)
+    argv = ["mkfs.xfs", "-q", "-f", *fs.mkfs_options, "-L", fs.label, "-m", f"uuid={fs.uuid}", "-p", str(proto),
+            str(image)]
+    faketime = shutil.which("faketime")
+    if faketime:
+        argv = [faketime, "-f", f"@{epoch}", *argv]
+    else:
+        log.warn("faketime is not installed: the XFS /boot's inode times are the build's wall clock "
+                 "(apt-get install faketime for byte-identical rebuilds)")
+    try:
+        run(argv, log=log, env=env)
+    finally:
+        proto.unlink(missing_ok=True)
+
+
+# --- the disk ---------------------------------------------------------------------------------------------
+def sfdisk_script(disk: DiskPlan) -> str:
+    lines = ["label: dos"]
+    if disk.disk_id:
+        if not re.fullmatch(r"0x[0-9a-fA-F]{1,8}", disk.disk_id):
+            raise UsageError(f"bad MBR label-id {disk.disk_id!r} (want 0x and up to 8 hex digits)")
+        lines.append(f"label-id: {disk.disk_id}")
+    lines += ["unit: sectors", "sector-size: 512", ""]
+    for fs in disk.filesystems:
+        if not re.fullmatch(r"[0-9a-fA-F]{1,2}", fs.part_type):
+            raise UsageError(f"bad MBR partition type {fs.part_type!r} for {fs.mountpoint}")
+        lines.append(f"start={fs.offset_bytes // SECTOR}, size={fs.size_bytes // SECTOR}, type={fs.part_type}")
+    return "\n".join(lines) + "\n"
+
+
+def check_layout(disk: DiskPlan) -> None:
+    if disk.table == "none":
+        if len(disk.filesystems) != 1 or disk.filesystems[0].offset_bytes != 0:
+            raise UsageError("a partitionless disk holds exactly one filesystem, at offset 0")
+        return
+    end = 0
+    for fs in sorted(disk.filesystems, key=lambda f: f.offset_bytes):
+        if fs.offset_bytes % SECTOR or fs.size_bytes % SECTOR or fs.size_bytes <= 0:
+            raise UsageError(f"{fs.mountpoint}: offset and size must be whole 512-byte sectors")
+        if fs.offset_bytes < max(end, SECTOR):
+            raise UsageError(f"{fs.mountpoint}: partition overlaps the MBR or the partition before it")
+        end = fs.offset_bytes + fs.size_bytes
+    if end > disk.size_bytes:
+        raise UsageError(f"partitions end at {end} bytes, beyond the disk's {disk.size_bytes}")
+    if len(disk.filesystems) > 4:
+        raise UsageError("pvbuild writes at most 4 primary MBR partitions")
+
+
+def copy_into(src: Path, dst: Path, offset: int) -> int:
+    """Copy the data regions of `src` into `dst` at `offset`, skipping holes. Returns the bytes copied."""
+    copied = 0
+    with open(src, "rb") as s, open(dst, "r+b") as d:
+        sfd, dfd = s.fileno(), d.fileno()
+        size = os.fstat(sfd).st_size
+        pos = 0
+        while pos < size:
+            try:
+                data = os.lseek(sfd, pos, os.SEEK_DATA)
+            except OSError as e:
+                if e.errno == errno.ENXIO:
+                    break
+                raise
+            hole = min(os.lseek(sfd, data, os.SEEK_HOLE), size)
+            left, at = hole - data, data
+            while left > 0:
+                n = os.copy_file_range(sfd, dfd, min(left, 64 << 20), at, offset + at)
+                if n <= 0:
+                    raise OSError(f"copy_file_range copied nothing at {at} of {src}")
+                left -= n
+                at += n
+                copied += n
+            pos = hole
+    return copied
+
+
+def make_filesystem(fs: FilesystemPlan, image: Path, tree: Path, epoch: int, log: Log, *, holds_boot: bool,
+                    boot_root: Path | None) -> None:
+    with open(image, "wb") as f:
+        f.truncate(fs.size_bytes)
+    if fs.fstype in ("ext2", "ext3", "ext4"):
+        make_ext(fs, image, tree, epoch, log, is_boot=holds_boot, boot_root=boot_root)
+    elif fs.fstype == "xfs":
+        if fs.mountpoint != "/boot":
+            raise UsageError("the build makes XFS only for a separate /boot so far; use ext4 for the root")
+        make_xfs(fs, image, tree, epoch, log)
+    else:
+        raise UsageError(f"the build cannot make {fs.fstype} filesystems yet")
+
+
+def make_disk(plan: Plan, tree: Path, image: Path, work: Path, log: Log) -> None:
+    """Write the plan's disk into `image` from the finished root tree (which this consumes for a separate /boot)."""
+    disk = plan.disk
+    check_layout(disk)
+    epoch = plan.source_date_epoch
+    separate = any(f.mountpoint == "/boot" for f in disk.filesystems)
+    trees = {"/": tree}
+    if separate:
+        boot_tree = work / "boot-tree"
+        split_boot(tree, boot_tree)
+        trees["/boot"] = boot_tree
+    for fs in disk.filesystems:
+        if fs.mountpoint not in trees:
+            raise UsageError(f"the build handles / and /boot filesystems only, not {fs.mountpoint}")
+    for t in trees.values():
+        clamp_times(t, epoch)
+
+    def boot_root_of(fs: FilesystemPlan) -> tuple[bool, Path | None]:
+        if separate:
+            return fs.mountpoint == "/boot", trees["/boot"] if fs.mountpoint == "/boot" else None
+        return fs.mountpoint == "/", tree / "boot"
+
+    if disk.table == "none":
+        fs = disk.filesystems[0]
+        holds, broot = boot_root_of(fs)
+        make_filesystem(fs, image, tree, epoch, log, holds_boot=holds, boot_root=broot)
+        return
+    with open(image, "wb") as f:
+        f.truncate(disk.size_bytes)
+    run(["sfdisk", "--no-reread", "--no-tell-kernel", "--wipe", "never", "-q", image], log=log,
+        input=sfdisk_script(disk).encode(), env={**os.environ, "LC_ALL": "C"})
+    for fs in disk.filesystems:
+        part = work / f"part{fs.offset_bytes}.img"
+        holds, broot = boot_root_of(fs)
+        make_filesystem(fs, part, trees[fs.mountpoint], epoch, log, holds_boot=holds, boot_root=broot)
+        n = copy_into(part, image, fs.offset_bytes)
+        log.info(f"{fs.mountpoint}: {n} bytes of data copied at offset {fs.offset_bytes}")
+        part.unlink()
+
+
+def allocated_bytes(path: Path) -> int:
+    return path.stat().st_blocks * 512

@@ -1,0 +1,88 @@
+"""Plans for the build tests, made by hand (the recipe side builds them from YAML; this tests the build alone).
+
+`debian12(table=..., separate_boot=..., ...)` gives a complete Debian 12 amd64 Plan: partitionless (hd0 AKI)
+or MBR (hd00 AKI), optionally with a separate ext4 or XFS /boot, its menu.lst text written here the way
+templates/menu.lst.j2 renders it (newest kernel first, the previous one as the fallback).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pvbuild.planmodel import (
+    DiskPlan,
+    DistroPlan,
+    FileOverlay,
+    FilesystemPlan,
+    InitrdPlan,
+    KernelPlan,
+    MenuEntryPlan,
+    MenuPlan,
+    OutputPlan,
+    Plan,
+    PvgrubPlan,
+    UserPlan,
+)
+
+MIB = 1024 * 1024
+EPOCH = 1_700_000_000
+ROOT_UUID = "7c0a6f0e-3a55-4d6b-9a53-1f0c2e9d8b01"
+BOOT_UUID = "7c0a6f0e-3a55-4d6b-9a53-1f0c2e9d8b02"
+SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKs1pvbuildtestkeyxxxxxxxxxxxxxxxxxxxxxxxxxxx test@pvbuild"
+
+
+def debian12(out: Path, *, name: str = "debian12", table: str = "none", separate_boot: str | None = None,
+             kernel_package: str = "linux-image-amd64", packages: tuple[str, ...] = ("openssh-server",),
+             disk_mib: int = 1536, pvgrub_version: str = "1.05", hostname: str = "pvtest",
+             users: bool = True, epoch: int = EPOCH) -> Plan:
+    """A Debian 12 amd64 plan. `table`: "none" (hd0) or "mbr" (hd00); `separate_boot`: None, "ext4" or "xfs"."""
+    variant = "hd0" if table == "none" else "hd00"
+    fss: list[FilesystemPlan] = []
+    if table == "none":
+        fss.append(FilesystemPlan("/", "ext4", "rootfs", ROOT_UUID, "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
+                                  ("-O", "^64bit"), disk_mib * MIB, "", 0, "(hd0)", "/dev/xvda1"))
+    else:
+        off = 1 * MIB
+        if separate_boot:
+            bsize = 256 * MIB
+            bopts = ("-m", "crc=0", "-n", "ftype=0") if separate_boot == "xfs" else ("-O", "^64bit")
+            fss.append(FilesystemPlan("/boot", separate_boot, "boot", BOOT_UUID,  # type: ignore[arg-type]
+                                      None if separate_boot == "xfs" else "1f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
+                                      bopts, bsize, "83", off, "(hd0,0)", "/dev/xvda1"))
+            off += bsize
+        n = len(fss)
+        fss.append(FilesystemPlan("/", "ext4", "rootfs", ROOT_UUID, "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
+                                  ("-O", "^64bit"), disk_mib * MIB - off, "83", off, f"(hd0,{n})",
+                                  f"/dev/xvda{n + 1}"))
+    disk = DiskPlan(table, disk_mib * MIB, None if table == "none" else "0x5eed1234", tuple(fss))  # type: ignore[arg-type]
+    boot = disk.boot
+    prefix = "" if separate_boot else "/boot"
+    root_arg = f"root=UUID={ROOT_UUID}"
+    kernel = KernelPlan(kernel_package, root_arg, "hvc0", (), f"{prefix}/vmlinuz", f"{prefix}/initrd.img",
+                        f"{prefix}/vmlinuz.old", f"{prefix}/initrd.img.old", None)
+    args = kernel.cmdline
+    entries = (
+        MenuEntryPlan("Debian GNU/Linux 12 (newest kernel)", boot.grub_device, kernel.image_link, kernel.initrd_link,
+                      args),
+        MenuEntryPlan("Debian GNU/Linux 12 (previous kernel)", boot.grub_device, kernel.old_image_link,
+                      kernel.old_initrd_link, args),
+    )
+    text = "default 0\nfallback 1\ntimeout 1\nhiddenmenu\n"
+    for e in entries:
+        text += f"\ntitle {e.title}\nroot {e.root}\nkernel {e.kernel} {e.args}\ninitrd {e.initrd}\n"
+    menu = MenuPlan(0, (1,), 1, True, entries, text, f"{prefix}/grub/menu.lst")
+    modules = ("xen-blkfront", "xen-netfront", "ext4") + (("xfs",) if separate_boot == "xfs" else ())
+    return Plan(
+        recipe=str(out / "recipe.yaml"), name=name, hostname=hostname, source_date_epoch=epoch,
+        distro=DistroPlan("debian", "bookworm", "12", "http://deb.debian.org/debian",
+                          "http://deb.debian.org/debian-security", ("main",), "amd64", "mmdebstrap", "minbase",
+                          tuple(sorted({*packages, "initramfs-tools", "zstd"}))),
+        kernel=kernel,
+        initrd=InitrdPlan("update-initramfs", modules, "zstd"),
+        disk=disk, menu=menu, pvgrub=PvgrubPlan(pvgrub_version, variant, "x86_64"),  # type: ignore[arg-type]
+        files=(FileOverlay("", "/etc/motd", 0o644, "Built by pvbuild's tests.\n"),),
+        users=(UserPlan("admin", ("adm",), "/bin/bash", None, (SSH_KEY,), False),) if users else (),
+        root_ssh_authorized_keys=(SSH_KEY,) if users else (),
+        output=OutputPlan(str(out / name), f"{name}.raw", ("raw",)),
+        pvbuild_version="0.1.0",
+    )
