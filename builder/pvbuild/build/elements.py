@@ -59,7 +59,8 @@ def _fs_spec(plan: Plan, uuid: str, label: str, device: str) -> str:
 
 
 def render_fstab(plan: Plan) -> str:
-    lines = ["# /etc/fstab written by pvbuild from the plan: <file system> <mount point> <type> <options> <dump> <pass>"]
+    lines = ["# /etc/fstab written by pvbuild from the plan",
+             "# <file system> <mount point> <type> <options> <dump> <pass>"]
     for fs in sorted(plan.disk.filesystems, key=lambda f: f.mountpoint.count("/") + (f.mountpoint != "/")):
         spec = _fs_spec(plan, fs.uuid, fs.label, fs.linux_device)
         opts = "defaults,errors=remount-ro" if fs.mountpoint == "/" and fs.fstype.startswith("ext") else "defaults"
@@ -266,7 +267,8 @@ def _host_resolv_conf(tree: Path) -> Iterator[None]:
 def chroot_run(tree: Path, argv: Sequence[str], env: dict[str, str], log: Log, *, capture: bool = False) -> bytes:
     """Run argv inside the tree with exactly `env` (no host variables leak in)."""
     envargs = [f"{k}={v}" for k, v in sorted(env.items())]
-    r = run(["chroot", tree, "/usr/bin/env", "-i", *envargs, *argv], log=log, capture=capture)
+    r = run(["chroot", tree, "/usr/bin/env", "-i", *envargs, *argv], log=log, capture=capture,
+            shown=["chroot", str(tree), *argv])
     return r.stdout
 
 
@@ -302,7 +304,7 @@ def _stage_hooks(tree: Path, elements: Sequence[str], elements_dir: Path) -> dic
                     raise UsageError(f"elements {names[f.name]} and {el} both have {phase}/{f.name}")
                 names[f.name] = el
                 shutil.copyfile(f, dest / f.name)
-                os.chmod(dest / f.name, 0o755)
+                os.chmod(dest / f.name, 0o755)  # noqa: S103 - a script run in the chroot
         scripts[phase] = sorted(names)
     return scripts
 
@@ -321,6 +323,7 @@ def run_elements(plan: Plan, tree: Path, log: Log, *, elements: Sequence[str] = 
     try:
         scripts = _stage_hooks(tree, elements, elements_dir)
         _stage_data(plan, tree)
+        log.write("element environment: " + " ".join(f"{k}={v}" for k, v in sorted(env.items())))
         with chroot_ready(tree, log):
             for phase in PHASES:
                 if phase == "finalise.d":
@@ -328,7 +331,8 @@ def run_elements(plan: Plan, tree: Path, log: Log, *, elements: Sequence[str] = 
                 for name in scripts[phase]:
                     log.info(f"element script {phase}/{name}")
                     chroot_run(tree, ["/bin/sh", f"{IN_TARGET}/{phase}/{name}"], env, log)
-            out = chroot_run(tree, ["dpkg-query", "-W", "--showformat=${Package} ${Version}\\n"], env, log, capture=True)
+            query = ["dpkg-query", "-W", "--showformat=${Package} ${Version}\\n"]
+            out = chroot_run(tree, query, env, log, capture=True)
     finally:
         if in_target.exists():
             shutil.rmtree(in_target)

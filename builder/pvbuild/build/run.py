@@ -12,6 +12,7 @@ process outlives the build.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -154,31 +155,28 @@ class Result:
 def _stop_group(proc: subprocess.Popen[bytes]) -> None:
     """Stop the child and everything in its process group: SIGINT, then SIGTERM, then SIGKILL."""
     for sig, grace in ((signal.SIGINT, GRACE_SIGINT), (signal.SIGTERM, GRACE_SIGTERM), (signal.SIGKILL, 5.0)):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
         try:
             proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             continue
         # The leader is gone; make sure none of its group lingers (e.g. a dpkg it started).
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
         return
 
 
 def run(argv: Sequence[str | os.PathLike[str]], *, log: Log | None = None, env: Mapping[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None, input: bytes | None = None, capture: bool = False,
         check: bool = True, ok: Sequence[int] = (0,), quiet: bool = False,
-        on_line: Callable[[str], None] | None = None) -> Result:
+        on_line: Callable[[str], None] | None = None, shown: Sequence[str] | None = None) -> Result:
     """Run a command (an argv list): log it and everything it prints, raise `CommandFailed` when it fails.
 
     `capture` keeps stdout in the result (instead of logging it); `env` replaces the environment (pass
     `{**os.environ, ...}` to extend it); `ok` lists the exit codes that are success; `on_line` sees each line of
-    output (for progress bars); `quiet` keeps even the command line out of the console with -v.
+    output (for progress bars); `quiet` keeps even the command line out of the console with -v; `shown` is
+    what the log shows instead of argv (e.g. without a long environment).
     """
     args = [os.fspath(a) for a in argv]
     if not args:
@@ -186,7 +184,7 @@ def run(argv: Sequence[str | os.PathLike[str]], *, log: Log | None = None, env: 
     if os.sep not in args[0]:
         args[0] = which(args[0])
     if log is not None and not quiet:
-        log.command(args)
+        log.command(list(shown) if shown is not None else args)
     stdout_chunks: list[bytes] = []
     stderr_tail = bytearray()
 
@@ -235,10 +233,8 @@ def run(argv: Sequence[str | os.PathLike[str]], *, log: Log | None = None, env: 
         for t in pumps:
             t.join(timeout=5)
     # The leader exited; a child it left behind in its group would keep mounts or files busy: end it.
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
     result = Result(tuple(args), proc.returncode, b"".join(stdout_chunks), bytes(stderr_tail))
     if check and proc.returncode not in ok:
         if log is not None:

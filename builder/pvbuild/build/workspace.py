@@ -78,6 +78,7 @@ def work_dir(parent: Path | None = None, *, prefix: str = "pvbuild-", log: Log |
     base = parent or Path(os.environ.get("PVBUILD_WORKDIR") or os.environ.get("TMPDIR") or "/var/tmp")
     base.mkdir(parents=True, exist_ok=True)
     d = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    os.chmod(d, 0o755)  # noqa: S103 - apt's _apt sandbox user must reach mmdebstrap's chroot inside it
     try:
         yield d
     finally:
