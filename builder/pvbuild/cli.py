@@ -89,13 +89,14 @@ def cmd_schema(_: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    import importlib
-
+    from pvbuild.build.pipeline import build
     from pvbuild.plan import load_plan
 
     plan = load_plan(args.recipe)
-    pipeline = importlib.import_module("pvbuild.build.pipeline")
-    pipeline.build(plan, verbose=args.verbose)
+    for w in plan.warnings:
+        sys.stderr.write(f"pvbuild: warning: {w}\n")
+    built = build(plan, verbose=args.verbose)
+    sys.stdout.write(f"{built.image}\n")
     return 0
 
 
