@@ -19,6 +19,7 @@ times are the wall clock unless the `faketime` tool is installed.
 
 from __future__ import annotations
 
+import datetime
 import errno
 import math
 import os
@@ -258,7 +259,10 @@ def make_xfs(fs: FilesystemPlan, image: Path, tree: Path, epoch: int, log: Log) 
             str(image)]
     faketime = shutil.which("faketime")
     if faketime:
-        argv = [faketime, "-f", f"@{epoch}", *argv]
+        # An absolute FAKETIME (no '@') is a stopped clock: every inode gets exactly this time.
+        stamp = datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        argv = [faketime, "-f", stamp, *argv]
+        env["TZ"] = "UTC"
     else:
         log.warn("faketime is not installed: the XFS /boot's inode times are the build's wall clock "
                  "(apt-get install faketime for byte-identical rebuilds)")
