@@ -167,6 +167,40 @@ def _stop_group(proc: subprocess.Popen[bytes]) -> None:
         return
 
 
+@contextmanager
+def _deferred_signals() -> Iterator[list[int]]:
+    """Hold SIGINT/SIGTERM while a child runs: the handler only records them, and the caller stops the child's
+    group before the interrupt is raised, when leaving this block, by the handler that was there before.
+
+    Without this, a Ctrl-C that lands inside Popen() (after the fork, before Python knows the pid) leaves the
+    child running unseen, writing into a folder the clean-up is deleting.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield []
+        return
+    pending: list[int] = []
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        old = signal.getsignal(sig)
+        if old in (signal.SIG_IGN, None):
+            continue
+        previous[sig] = old
+        signal.signal(sig, lambda signum, _frame: pending.append(signum))
+    try:
+        yield pending
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    if pending:
+        first = signal.Signals(pending[0])
+        old = previous.get(first)
+        if callable(old):
+            old(first, None)
+        if old == signal.SIG_DFL:
+            os.kill(os.getpid(), first)
+        raise KeyboardInterrupt
+
+
 def run(argv: Sequence[str | os.PathLike[str]], *, log: Log | None = None, env: Mapping[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None, input: bytes | None = None, capture: bool = False,
         check: bool = True, ok: Sequence[int] = (0,), quiet: bool = False,
@@ -188,50 +222,47 @@ def run(argv: Sequence[str | os.PathLike[str]], *, log: Log | None = None, env: 
     stdout_chunks: list[bytes] = []
     stderr_tail = bytearray()
 
-    proc = subprocess.Popen(args, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(env) if env is not None else None,
-                            cwd=cwd, start_new_session=True)
+    with _deferred_signals() as pending:
+        proc = subprocess.Popen(args, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True)
 
-    def pump(stream: IO[bytes], is_err: bool) -> None:
-        for raw in iter(stream.readline, b""):
-            if is_err:
-                stderr_tail.extend(raw)
-                if len(stderr_tail) > STDERR_TAIL:
-                    del stderr_tail[: len(stderr_tail) - STDERR_TAIL]
-            elif capture:
-                stdout_chunks.append(raw)
-                continue
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            if log is not None:
-                log.write(("! " if is_err else "  ") + line)
-            if on_line is not None:
-                on_line(line)
+        def pump(stream: IO[bytes], is_err: bool) -> None:
+            for raw in iter(stream.readline, b""):
+                if is_err:
+                    stderr_tail.extend(raw)
+                    if len(stderr_tail) > STDERR_TAIL:
+                        del stderr_tail[: len(stderr_tail) - STDERR_TAIL]
+                elif capture:
+                    stdout_chunks.append(raw)
+                    continue
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                if log is not None:
+                    log.write(("! " if is_err else "  ") + line)
+                if on_line is not None:
+                    on_line(line)
 
-    assert proc.stdout is not None and proc.stderr is not None
-    pumps = [threading.Thread(target=pump, args=(proc.stdout, False), daemon=True),
-             threading.Thread(target=pump, args=(proc.stderr, True), daemon=True)]
-    for t in pumps:
-        t.start()
-    try:
-        if input is not None:
-            assert proc.stdin is not None
-            try:
-                proc.stdin.write(input)
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass
-        while True:
-            try:
-                proc.wait(timeout=0.5)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-    except BaseException:
-        _stop_group(proc)
-        raise
-    finally:
+        assert proc.stdout is not None and proc.stderr is not None
+        pumps = [threading.Thread(target=pump, args=(proc.stdout, False), daemon=True),
+                 threading.Thread(target=pump, args=(proc.stderr, True), daemon=True)]
         for t in pumps:
-            t.join(timeout=5)
+            t.start()
+        try:
+            if input is not None:
+                assert proc.stdin is not None
+                with contextlib.suppress(BrokenPipeError):
+                    proc.stdin.write(input)
+                    proc.stdin.close()
+            while proc.poll() is None and not pending:
+                time.sleep(0.05)
+            if pending:
+                _stop_group(proc)
+        except BaseException:
+            _stop_group(proc)
+            raise
+        finally:
+            for t in pumps:
+                t.join(timeout=5)
     # The leader exited; a child it left behind in its group would keep mounts or files busy: end it.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
