@@ -369,3 +369,13 @@ def test_xfs_protofile(tmp_path: Path) -> None:
     (tree / "bad name").write_text("x")
     with pytest.raises(UsageError):
         disk.xfs_protofile(tree)
+
+
+def test_preflight_needs_root(plan: Plan, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pvbuild.build.pipeline import preflight
+    from pvbuild.errors import EnvironmentProblem
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(EnvironmentProblem, match="root") as e:
+        preflight(plan)
+    assert e.value.exit_code == EXIT_ENVIRONMENT

@@ -110,6 +110,23 @@ def _save_failure_log(log: Log, name: str) -> Path | None:
     return dest
 
 
+def preflight(plan: Plan) -> None:
+    """Fail in a second, before any work, when the build cannot run here: not root, or a tool is missing."""
+    from pvbuild.build.run import which
+    from pvbuild.errors import EnvironmentProblem
+
+    if os.geteuid() != 0:
+        raise EnvironmentProblem("pvbuild build must run as root: mmdebstrap --mode=root, chroot and mounts need it "
+                                 "(run it with sudo, or as root in a container/VM)")
+    tools = ["mmdebstrap", "tar", "chroot", "mount", "umount", "mke2fs", "debugfs", "dumpe2fs", "e2fsck"]
+    if plan.disk.table == "mbr":
+        tools.append("sfdisk")
+    if any(f.fstype == "xfs" for f in plan.disk.filesystems):
+        tools.append("mkfs.xfs")
+    for t in tools:
+        which(t)
+
+
 def build(plan: Plan, *, verbose: bool = False, console: TextIO | None = None, refresh_rootfs: bool = False,
           work_parent: Path | None = None, rootfs_cache: Path | None = None) -> BuiltImage:
     """Build the plan's image, check it with the emulator, and write the output folder.
@@ -123,6 +140,7 @@ def build(plan: Plan, *, verbose: bool = False, console: TextIO | None = None, r
     from pvbuild.pvgrub.check import check_image
     from pvbuild.pvgrub.profiles import Profile
 
+    preflight(plan)
     t0 = time.monotonic()
     final = Path(plan.output.directory)
     failed_dir = final.with_name(final.name + ".failed")
