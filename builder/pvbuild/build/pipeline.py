@@ -153,6 +153,9 @@ def build(plan: Plan, *, verbose: bool = False, console: TextIO | None = None, r
         log = Log(work / "build.log", verbose=verbose, console=console)
         try:
             log.write(f"pvbuild build of {plan.name} ({plan.recipe}), SOURCE_DATE_EPOCH={plan.source_date_epoch}")
+            for fmt in plan.output.formats:
+                if fmt != "raw":
+                    log.warn(f"output format {fmt!r} is not made by the build yet; writing the raw image only")
             with _staging_dir(final, log) as out:
                 with log.stage("rootfs (mmdebstrap or cache)"):
                     tarball, cached = rootfs_mod.ensure_rootfs(plan, log, tmp_parent=work, refresh=refresh_rootfs,
