@@ -151,7 +151,8 @@ class User(_Model):
 
 
 class Output(_Model):
-    directory: str | None = Field(None, description="default: out/NAME next to the recipe")
+    directory: str | None = Field(None, description="default: out/NAME in the current directory; a relative "
+                                                          "path is relative to the recipe")
     formats: list[Literal["raw"]] = Field(default_factory=lambda: list[Literal["raw"]](["raw"]))
 
 
