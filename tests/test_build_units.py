@@ -364,8 +364,14 @@ def test_xfs_protofile(tmp_path: Path) -> None:
     (tree / "grub").mkdir(parents=True)
     (tree / "grub/menu.lst").write_text("x")
     os.symlink(".", tree / "boot")
-    text = disk.xfs_protofile(tree)
+    os.mkfifo(tree / "fifo")
+    (tree / "tmp").mkdir()
+    os.chmod(tree / "tmp", 0o1777)  # noqa: S103 - a /tmp-like folder
+    os.link(tree / "grub/menu.lst", tree / "hard")
+    text, sticky = disk.xfs_protofile(tree)
     assert " boot l--777 0 0 .\n" in text and " grub d--755 0 0\n" in text
+    assert " fifo p--644 0 0\n" in text and " tmp d--777 0 0\n" in text and sticky == ["/tmp"]
+    assert " hard ---644 0 0 " in text  # the hard link becomes a copy
     (tree / "bad name").write_text("x")
     with pytest.raises(UsageError):
         disk.xfs_protofile(tree)

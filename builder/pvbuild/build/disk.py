@@ -13,8 +13,9 @@ Reproducibility. mke2fs/debugfs run with E2FSPROGS_FAKE_TIME=SOURCE_DATE_EPOCH a
 the host's); `-U` and `-E hash_seed=` come from the plan; every mtime in the tree is clamped to
 SOURCE_DATE_EPOCH before mkfs, and one `debugfs -w` pass sets atime, ctime and crtime (and their nanoseconds) of
 every inode in use, since mke2fs copies them from the tree, where the ctime is whenever the tree was unpacked.
-Two builds of the same plan give byte-identical ext images. XFS (/boot only): `mkfs.xfs -p protofile`; its inode
-times are the wall clock unless the `faketime` tool is installed.
+Two builds of the same plan give byte-identical ext images. XFS: `mkfs.xfs -p protofile` under `faketime` (a
+stopped clock at SOURCE_DATE_EPOCH), also byte-identical; a protofile keeps no hard links (copies) and no extended
+attributes (warned), and the sticky bit is set afterwards with xfs_db.
 """
 
 from __future__ import annotations
@@ -210,16 +211,24 @@ def make_ext(fs: FilesystemPlan, image: Path, tree: Path, epoch: int, log: Log, 
     run(["e2fsck", "-fn", image], log=log, env=_e2_env(epoch), quiet=True)
 
 
-# --- XFS (a /boot PV-GRUB can read: V4, ftype=0) ----------------------------------------------------------
+# --- XFS (a /boot PV-GRUB can read: V4, ftype=0; or a root filesystem) ---------------------------------
 def _proto_name(name: str) -> str:
     if not name or any(c.isspace() for c in name) or name in ("$", ":"):
-        raise UsageError(f"mkfs.xfs protofiles cannot hold the name {name!r}; rename it")
+        raise UsageError(f"mkfs.xfs protofiles cannot hold the name {name!r}; rename it or use ext4")
     return name
 
 
-def xfs_protofile(tree: Path) -> str:
-    """An mkfs.xfs protofile (mkfs.xfs(8) -p) for a tree of folders, regular files and symlinks."""
+def xfs_protofile(tree: Path, log: Log | None = None) -> tuple[str, list[str]]:
+    """An mkfs.xfs protofile (mkfs.xfs(8) -p) for `tree`, and the folders with the sticky bit.
+
+    Protofiles express files, folders, symlinks, devices and fifos with owners, modes, setuid and setgid — not
+    the sticky bit (`make_xfs` sets it afterwards with xfs_db), hard links (each name becomes a copy) or
+    extended attributes (dropped, with a warning).
+    """
     lines = ["pvbuild", "0 0"]
+    sticky: list[str] = []
+    links: dict[tuple[int, int], str] = {}
+    notes: list[str] = []
 
     def perms(st: os.stat_result) -> str:
         m = st.st_mode
@@ -231,6 +240,15 @@ def xfs_protofile(tree: Path) -> str:
             st = p.lstat()
             n = _proto_name(p.name)
             own = f"{st.st_uid} {st.st_gid}"
+            rel = "/" + str(p.relative_to(tree))
+            if st.st_mode & stat.S_ISVTX:
+                sticky.append(rel)
+            if not stat.S_ISLNK(st.st_mode):
+                try:
+                    if os.listxattr(p, follow_symlinks=False):
+                        notes.append(f"extended attributes of {rel} are not kept on XFS")
+                except OSError:
+                    pass
             if stat.S_ISLNK(st.st_mode):
                 lines.append(f"{ind}{n} l{perms(st)} {own} {_proto_name(os.readlink(p))}")
             elif stat.S_ISDIR(st.st_mode):
@@ -238,20 +256,39 @@ def xfs_protofile(tree: Path) -> str:
                 walk_dir(p, depth + 1)
                 lines.append(f"{ind}$")
             elif stat.S_ISREG(st.st_mode):
-                lines.append(f"{ind}{n} -{perms(st)} {own} {_proto_name(str(p.resolve()))}")
+                if st.st_nlink > 1:
+                    first = links.setdefault((st.st_dev, st.st_ino), rel)
+                    if first != rel:
+                        notes.append(f"{rel} is a hard link to {first}: a copy on XFS")
+                lines.append(f"{ind}{n} -{perms(st)} {own} {_proto_name(os.path.abspath(p))}")
+            elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+                kind = "c" if stat.S_ISCHR(st.st_mode) else "b"
+                lines.append(f"{ind}{n} {kind}{perms(st)} {own} {os.major(st.st_rdev)} {os.minor(st.st_rdev)}")
+            elif stat.S_ISFIFO(st.st_mode):
+                lines.append(f"{ind}{n} p{perms(st)} {own}")
             else:
-                raise UsageError(f"{p}: an XFS /boot can hold only files, folders and symlinks")
+                raise UsageError(f"{rel}: a socket cannot be put in an XFS image")
 
     rst = tree.lstat()
     lines.append(f"d{perms(rst)} {rst.st_uid} {rst.st_gid}")
+    if rst.st_mode & stat.S_ISVTX:
+        sticky.append("/")
     walk_dir(tree, 1)
     lines.append("$")
-    return "\n".join(lines) + "\n"
+    if log is not None and notes:
+        for note in notes:
+            log.info(note)
+        copies = sum("hard link" in n for n in notes)
+        log.warn(f"XFS protofile: {copies} hard link(s) became copies, {len(notes) - copies} file(s) lost extended "
+                 "attributes (ACLs, capabilities); build.log names them")
+    return "\n".join(lines) + "\n", sticky
 
 
 def make_xfs(fs: FilesystemPlan, image: Path, tree: Path, epoch: int, log: Log) -> None:
+    """mkfs.xfs -p from the tree (no mount), under a stopped clock when `faketime` is installed."""
     proto = image.with_name(image.name + ".proto")
-    proto.write_text(xfs_protofile(tree))
+    text, sticky = xfs_protofile(tree, log)
+    proto.write_text(text)
     env = {**os.environ, "LC_ALL": "C"}
     if fs.size_bytes < MIN_XFS_WITHOUT_ENV:
         env.update(XFS_SMALL_ENV)
@@ -264,12 +301,16 @@ def make_xfs(fs: FilesystemPlan, image: Path, tree: Path, epoch: int, log: Log) 
         argv = [faketime, "-f", stamp, *argv]
         env["TZ"] = "UTC"
     else:
-        log.warn("faketime is not installed: the XFS /boot's inode times are the build's wall clock "
+        log.warn("faketime is not installed: the XFS filesystem's inode times are the build's wall clock "
                  "(apt-get install faketime for byte-identical rebuilds)")
     try:
         run(argv, log=log, env=env)
     finally:
         proto.unlink(missing_ok=True)
+    for path in sticky:  # protofiles have no sticky bit: set it in the inode (mode with the type bits)
+        mode = (tree / path.lstrip("/")).lstat().st_mode
+        run(["xfs_db", "-x", "-c", f"path {path}", "-c", f"write core.mode 0{mode:o}", image], log=log)
+    run(["xfs_repair", "-n", image], log=log, quiet=True)
 
 
 # --- the disk ---------------------------------------------------------------------------------------------
@@ -339,8 +380,6 @@ def make_filesystem(fs: FilesystemPlan, image: Path, tree: Path, epoch: int, log
     if fs.fstype in ("ext2", "ext3", "ext4"):
         make_ext(fs, image, tree, epoch, log, is_boot=holds_boot, boot_root=boot_root)
     elif fs.fstype == "xfs":
-        if fs.mountpoint != "/boot":
-            raise UsageError("the build makes XFS only for a separate /boot so far; use ext4 for the root")
         make_xfs(fs, image, tree, epoch, log)
     else:
         raise UsageError(f"the build cannot make {fs.fstype} filesystems yet")

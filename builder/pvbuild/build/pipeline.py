@@ -122,7 +122,7 @@ def preflight(plan: Plan) -> None:
     if plan.disk.table == "mbr":
         tools.append("sfdisk")
     if any(f.fstype == "xfs" for f in plan.disk.filesystems):
-        tools.append("mkfs.xfs")
+        tools += ["mkfs.xfs", "xfs_db", "xfs_repair"]
     for t in tools:
         which(t)
 

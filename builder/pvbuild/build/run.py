@@ -37,7 +37,7 @@ GRACE_SIGTERM = 5.0
 TOOL_PACKAGES = {
     "mmdebstrap": "mmdebstrap", "tar": "tar", "mke2fs": "e2fsprogs", "debugfs": "e2fsprogs",
     "dumpe2fs": "e2fsprogs", "e2fsck": "e2fsprogs", "sfdisk": "fdisk", "mkfs.xfs": "xfsprogs",
-    "xfs_admin": "xfsprogs", "mount": "mount", "umount": "mount", "chroot": "coreutils",
+    "xfs_db": "xfsprogs", "xfs_repair": "xfsprogs", "mount": "mount", "umount": "mount", "chroot": "coreutils",
 }
 
 
