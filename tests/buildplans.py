@@ -34,7 +34,7 @@ SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKs1pvbuildtestkeyxxxxxxxxxxxxxxx
 def debian12(out: Path, *, name: str = "debian12", table: str = "none", separate_boot: str | None = None,
              kernel_package: str = "linux-image-amd64", packages: tuple[str, ...] = ("openssh-server",),
              disk_mib: int = 1536, pvgrub_version: str = "1.05", hostname: str = "pvtest",
-             users: bool = True, epoch: int = EPOCH) -> Plan:
+             users: bool = True, epoch: int = EPOCH, root_fs: str = "ext4") -> Plan:
     """A Debian 12 amd64 plan. `table`: "none" (hd0) or "mbr" (hd00); `separate_boot`: None, "ext4" or "xfs"."""
     variant = "hd0" if table == "none" else "hd00"
     fss: list[FilesystemPlan] = []
@@ -51,9 +51,11 @@ def debian12(out: Path, *, name: str = "debian12", table: str = "none", separate
                                       bopts, bsize, "83", off, "(hd0,0)", "/dev/xvda1"))
             off += bsize
         n = len(fss)
-        fss.append(FilesystemPlan("/", "ext4", "rootfs", ROOT_UUID, "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
-                                  ("-O", "^64bit"), disk_mib * MIB - off, "83", off, f"(hd0,{n})",
-                                  f"/dev/xvda{n + 1}"))
+        xfs_root = root_fs == "xfs"
+        fss.append(FilesystemPlan("/", "xfs" if xfs_root else "ext4", "rootfs", ROOT_UUID,
+                                  None if xfs_root else "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
+                                  () if xfs_root else ("-O", "^64bit"), disk_mib * MIB - off, "83", off,
+                                  f"(hd0,{n})", f"/dev/xvda{n + 1}"))
     disk = DiskPlan(table, disk_mib * MIB, None if table == "none" else "0x5eed1234", tuple(fss))  # type: ignore[arg-type]
     boot = disk.boot
     prefix = "" if separate_boot else "/boot"
@@ -71,7 +73,7 @@ def debian12(out: Path, *, name: str = "debian12", table: str = "none", separate
     for e in entries:
         text += f"\ntitle {e.title}\nroot {e.root}\nkernel {e.kernel} {e.args}\ninitrd {e.initrd}\n"
     menu = MenuPlan(0, (1,), 1, True, entries, text, f"{prefix}/grub/menu.lst")
-    modules = ("xen-blkfront", "xen-netfront", "ext4") + (("xfs",) if separate_boot == "xfs" else ())
+    modules = ("xen-blkfront", "xen-netfront", "ext4") + (("xfs",) if "xfs" in (separate_boot, root_fs) else ())
     return Plan(
         recipe=str(out / "recipe.yaml"), name=name, hostname=hostname, source_date_epoch=epoch,
         distro=DistroPlan("debian", "bookworm", "12", "http://deb.debian.org/debian",

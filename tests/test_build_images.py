@@ -215,6 +215,24 @@ def test_mbr_separate_boot(area: Path, boot_fs: str) -> None:
     shutil.rmtree(b.directory)
 
 
+def test_xfs_root(area: Path) -> None:
+    """An XFS root (the kernel reads it, PV-GRUB does not) next to an ext4 /boot; the sticky bit survives."""
+    plan = debian12(area / "xfs-root", name="xfs-root", table="mbr", separate_boot="ext4", root_fs="xfs",
+                    disk_mib=2048)
+    b = _build(plan, area)
+    assert b.boots and _error_codes(b.report) == []
+    part = area / "xfs-root.part"
+    root = plan.disk.root
+    run(["dd", f"if={b.image}", f"of={part}", "bs=1M", f"skip={root.offset_bytes // (1 << 20)}",
+         f"count={root.size_bytes // (1 << 20)}", "conv=sparse", "status=none"])
+    out = run(["xfs_db", "-r", "-c", "path /tmp", "-c", "print core.mode", "-c", "path /etc/hostname",
+               "-c", "print core.mode", part], capture=True).stdout.decode()
+    assert out.splitlines() == ["core.mode = 041777", "core.mode = 0100644"]
+    run(["xfs_repair", "-n", part])
+    part.unlink()
+    shutil.rmtree(b.directory)
+
+
 # --- apt-get upgrade in the running guest -------------------------------------------------------------------
 def _kernel_abis() -> list[str]:
     def search() -> list[str]:
