@@ -1,8 +1,9 @@
 """The disk image from the finished tree, without partition devices (no kpartx, no losetup -P, no mounts).
 
-- Partitionless: `mke2fs -d TREE` straight onto the image file.
-- MBR: `sfdisk` writes the table into the image file (label-id from the plan); each filesystem is made in a file
-  of its own and copied in at its offset, holes skipped (SEEK_DATA/SEEK_HOLE).
+- Every filesystem is made in a file of its own (`mke2fs -d TREE`, `mkfs.xfs -p protofile`) and copied into a
+  fresh sparse image at its offset, data regions only (SEEK_DATA/SEEK_HOLE): the ranges mke2fs zeroes as
+  unwritten extents (the journal) take no space. Partitionless: one filesystem at offset 0.
+- MBR: `sfdisk` writes the table into the image file first (label-id from the plan).
 
 PV-GRUB safety. `mke2fs -d` turns every all-zero block of a file into a hole, and PV-GRUB's ext4 extent code
 misreads holes (it reads the next physical block, or fails with Error 16; the emulator's `file-sparse`). After
@@ -407,15 +408,13 @@ def make_disk(plan: Plan, tree: Path, image: Path, work: Path, log: Log) -> None
             return fs.mountpoint == "/boot", trees["/boot"] if fs.mountpoint == "/boot" else None
         return fs.mountpoint == "/", tree / "boot"
 
-    if disk.table == "none":
-        fs = disk.filesystems[0]
-        holds, broot = boot_root_of(fs)
-        make_filesystem(fs, image, tree, epoch, log, holds_boot=holds, boot_root=broot)
-        return
+    # Each filesystem is made in a file of its own and copied into a fresh sparse image, data regions only:
+    # the zeroed ranges mke2fs leaves as unwritten extents (the journal) take no space in the image.
     with open(image, "wb") as f:
         f.truncate(disk.size_bytes)
-    run(["sfdisk", "--no-reread", "--no-tell-kernel", "--wipe", "never", "-q", image], log=log,
-        input=sfdisk_script(disk).encode(), env={**os.environ, "LC_ALL": "C"})
+    if disk.table == "mbr":
+        run(["sfdisk", "--no-reread", "--no-tell-kernel", "--wipe", "never", "-q", image], log=log,
+            input=sfdisk_script(disk).encode(), env={**os.environ, "LC_ALL": "C"})
     for fs in disk.filesystems:
         part = work / f"part{fs.offset_bytes}.img"
         holds, broot = boot_root_of(fs)
