@@ -385,3 +385,25 @@ def test_preflight_needs_root(plan: Plan, monkeypatch: pytest.MonkeyPatch) -> No
     with pytest.raises(EnvironmentProblem, match="root") as e:
         preflight(plan)
     assert e.value.exit_code == EXIT_ENVIRONMENT
+
+
+def test_sha256_of_sparse_file_skips_holes_with_the_same_digest(tmp_path: Path) -> None:
+    """sha256_file hashes holes as zeros without reading them; the digest is the plain one."""
+    import hashlib
+
+    from pvbuild.build.pipeline import sha256_file
+
+    p = tmp_path / "sparse.raw"
+    with open(p, "wb") as f:
+        f.truncate(64 * 1024 * 1024 + 123)
+        f.seek(5 * 1024 * 1024 + 7)
+        f.write(b"data" * 5000)
+        f.seek(40 * 1024 * 1024)
+        f.write(b"more")
+    assert sha256_file(p) == hashlib.sha256(p.read_bytes()).hexdigest()
+    empty = tmp_path / "empty.raw"
+    empty.write_bytes(b"")
+    assert sha256_file(empty) == hashlib.sha256(b"").hexdigest()
+    dense = tmp_path / "dense.raw"
+    dense.write_bytes(b"x" * 10_000_001)
+    assert sha256_file(dense) == hashlib.sha256(dense.read_bytes()).hexdigest()

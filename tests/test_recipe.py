@@ -128,6 +128,7 @@ def test_yaml_syntax_and_duplicate_keys(tmp_path: Path) -> None:
     ("kernel:\n  cmdline: [root=/dev/sda1]\n", 2, "kernel.cmdline[0]", "set by pvbuild"),
     ("menu:\n  entries:\n    - title: x\n      kernel: vmlinuz\n", 4, "menu.entries[0].kernel", "Error 1"),
     ("initrd:\n  tool: mkinitrd\n", 2, "initrd.tool", "mkinitrd"),
+    ("initrd:\n  tool: dracut\n", 2, "initrd.tool", "not built yet"),
     ("disk:\n  size: 100MiB\n  table: mbr\n  partitions:\n    - mountpoint: /boot\n      size: 200MiB\n"
      "    - mountpoint: /\npvgrub:\n  variant: hd00\n", 2, "disk.size", "cannot hold"),
 ])

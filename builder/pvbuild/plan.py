@@ -322,7 +322,9 @@ def make_plan(recipe: Recipe, located: Located, recipe_path: Path) -> Plan:
                          f"{debian.KERNEL_PACKAGES['i386']}) has no Xen PV support: Linux removed 32-bit PV "
                          "guests in 5.9, so PV-GRUB i386 has nothing to boot", "build x86_64")
     if recipe.initrd.tool == "mkinitrd":
-        p.add(("initrd", "tool"), "mkinitrd does not exist on Debian", "use update-initramfs (auto) or dracut")
+        p.add(("initrd", "tool"), "mkinitrd does not exist on Debian", "use update-initramfs (auto)")
+    if recipe.initrd.tool == "dracut":
+        p.add(("initrd", "tool"), "dracut initrds are not built yet", "use update-initramfs (auto)")
     disk, _ = _layout(recipe, p)
     p.raise_if_any()
     assert disk is not None

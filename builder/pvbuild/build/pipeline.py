@@ -17,12 +17,13 @@ path is printed.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,18 +56,57 @@ class BuiltImage:
     seconds: float
 
 
+def _data_ranges(fd: int, size: int) -> list[tuple[int, int]]:
+    """(start, end) of the allocated data of a sparse file (SEEK_DATA/SEEK_HOLE); the whole file if unknown."""
+    out: list[tuple[int, int]] = []
+    pos = 0
+    try:
+        while pos < size:
+            start = os.lseek(fd, pos, os.SEEK_DATA)
+            end = os.lseek(fd, start, os.SEEK_HOLE)
+            out.append((start, min(end, size)))
+            pos = end
+    except OSError as e:
+        if e.errno != errno.ENXIO:  # ENXIO: no data after pos
+            return [(0, size)]
+    return out
+
+
 def sha256_file(path: Path, log: Log | None = None) -> str:
+    """The sha256 of a (sparse) image: holes are hashed as zeros without reading them, which would fill the
+    page cache with zero pages and take most of a warm build's output stage."""
     h = hashlib.sha256()
     size = path.stat().st_size
-    with open(path, "rb") as f:
-        if log is None:
-            while chunk := f.read(4 * MIB):
-                h.update(chunk)
-        else:
-            with log.progress(f"sha256 {path.name}", size) as advance:
-                while chunk := f.read(4 * MIB):
+    zeros = bytes(4 * MIB)
+
+    def feed(advance: Callable[[int], None]) -> None:
+        with open(path, "rb") as f:
+            pos = 0
+            for start, end in _data_ranges(f.fileno(), size):
+                while pos < start:
+                    n = min(len(zeros), start - pos)
+                    h.update(zeros[:n])
+                    pos += n
+                    advance(n)
+                f.seek(start)
+                while pos < end:
+                    chunk = f.read(min(4 * MIB, end - pos))
+                    if not chunk:
+                        break
                     h.update(chunk)
+                    pos += len(chunk)
                     advance(len(chunk))
+            while pos < size:
+                n = min(len(zeros), size - pos)
+                h.update(zeros[:n])
+                pos += n
+                advance(n)
+
+    if log is None:
+        feed(lambda _n: None)
+    else:
+        with log.progress(f"sha256 {path.name}", size) as advance:
+            feed(advance)
     return h.hexdigest()
 
 

@@ -593,7 +593,7 @@ class _Driver:
                       "only handles 32-bit block numbers")
             return -1
         if ((ee_block + ee_len) & _U32) < (lb & _U32):  # :656-660
-            self.fail(Err.FSYS_CORRUPT, "fs-corrupt",
+            self.fail(Err.FSYS_CORRUPT, "file-sparse",
                       f"inode {ino.ino}: logical block {lb} is in a hole after extent "
                       f"[{ee_block}, {ee_block + ee_len}) (PV-GRUB cannot read sparse extent files)")
             return -1
