@@ -22,7 +22,6 @@ import argparse
 import contextlib
 import dataclasses
 import datetime as dt
-import glob
 import json
 import os
 import platform
@@ -33,9 +32,11 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from pvbuild.distros.debian import host_mirrors
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / ".cache" / "bench" / "build_vs_dib"
@@ -120,59 +121,13 @@ def apt_install(packages: Sequence[str]) -> list[str]:
     return missing
 
 
-def _deb822_paragraphs(text: str) -> Iterator[dict[str, str]]:
-    para: dict[str, str] = {}
-    key = ""
-    for line in text.splitlines():
-        if line.startswith("#"):
-            continue
-        if not line.strip():
-            if para:
-                yield para
-            para, key = {}, ""
-        elif line[0] in " \t" and key:
-            para[key] += " " + line.strip()
-        elif ":" in line:
-            key, _, value = line.partition(":")
-            key = key.strip().lower()
-            para[key] = value.strip()
-    if para:
-        yield para
-
-
 def apt_mirrors() -> tuple[str, str | None, str]:
-    """The host's Debian archive and security archive for SUITE, from its apt sources: (archive, security, file).
-
-    deb822 `URIs:` of /etc/apt/sources.list.d/*.sources first, then the `deb` lines of /etc/apt/sources.list.
-    """
-    archive: tuple[str, str] | None = None
-    security: str | None = None
-    for src in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
-        for para in _deb822_paragraphs(Path(src).read_text()):
-            if para.get("enabled", "yes").lower() == "no" or "deb" not in para.get("types", "").split():
-                continue
-            uris, suites = para.get("uris", "").split(), para.get("suites", "").split()
-            if not uris:
-                continue
-            if archive is None and SUITE in suites:
-                archive = (uris[0].rstrip("/"), src)
-            if security is None and f"{SUITE}-security" in suites:
-                security = uris[0].rstrip("/")
-    one_line = re.compile(r"^\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+(\S+)\s")
-    for src in ["/etc/apt/sources.list", *sorted(glob.glob("/etc/apt/sources.list.d/*.list"))]:
-        with contextlib.suppress(OSError):
-            for line in Path(src).read_text().splitlines():
-                m = one_line.match(line)
-                if not m:
-                    continue
-                if archive is None and m.group(2) == SUITE:
-                    archive = (m.group(1).rstrip("/"), src)
-                if security is None and m.group(2) == f"{SUITE}-security":
-                    security = m.group(1).rstrip("/")
+    """The host's Debian archive and security archive, from its apt sources: (archive, security, where)."""
+    archive, security = host_mirrors()
     if archive is None:
-        raise SystemExit(f"run.py: no `{SUITE}` archive in the host's apt sources (/etc/apt/sources.list.d/*.sources "
+        raise SystemExit("run.py: no Debian archive in the host's apt sources (/etc/apt/sources.list.d/*.sources "
                          "or /etc/apt/sources.list): DIB needs DIB_DISTRIBUTION_MIRROR")
-    return archive[0], security, archive[1]
+    return archive.rstrip("/"), security.rstrip("/") if security else None, "the host's apt sources"
 
 
 def installed_dib_version() -> str | None:

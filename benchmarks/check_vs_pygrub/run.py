@@ -37,9 +37,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from pvbuild.distros.debian import host_mirrors
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = REPO / ".cache" / "bench"
@@ -162,44 +164,12 @@ def host_has_kernel() -> bool:
     return bool(glob.glob("/boot/vmlinuz-*") or glob.glob("/lib/modules/*/vmlinuz"))
 
 
-def _deb822_paragraphs(text: str) -> Iterator[dict[str, str]]:
-    para: dict[str, str] = {}
-    key = ""
-    for line in text.splitlines():
-        if line.startswith("#"):
-            continue
-        if not line.strip():
-            if para:
-                yield para
-            para, key = {}, ""
-        elif line[0] in " \t" and key:
-            para[key] += " " + line.strip()
-        elif ":" in line:
-            key, _, value = line.partition(":")
-            key = key.strip().lower()
-            para[key] = value.strip()
-    if para:
-        yield para
-
-
 def apt_mirror() -> tuple[str, str]:
-    """The host's Debian mirror for SUITE, from its apt sources: (URI, file it came from)."""
-    for src in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
-        for para in _deb822_paragraphs(Path(src).read_text()):
-            if para.get("enabled", "yes").lower() == "no":
-                continue
-            if "deb" in para.get("types", "").split() and SUITE in para.get("suites", "").split():
-                uris = para.get("uris", "").split()
-                if uris:
-                    return uris[0].rstrip("/"), src
-    one_line = re.compile(r"^\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+(\S+)\s")
-    for src in ["/etc/apt/sources.list", *sorted(glob.glob("/etc/apt/sources.list.d/*.list"))]:
-        with contextlib.suppress(OSError):
-            for line in Path(src).read_text().splitlines():
-                m = one_line.match(line)
-                if m and m.group(2) == SUITE:
-                    return m.group(1).rstrip("/"), src
-    raise SystemExit(f"run.py: no `deb` source for {SUITE} in /etc/apt/sources.list(.d)")
+    """The host's Debian mirror, from its apt sources: (URI, where it came from)."""
+    archive, _ = host_mirrors()
+    if archive is None:
+        raise SystemExit("run.py: no `deb` source in /etc/apt/sources.list(.d)")
+    return archive.rstrip("/"), "the host's apt sources"
 
 
 # ---------------------------------------------------------------------------------------------------------------
