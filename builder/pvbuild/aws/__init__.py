@@ -1,0 +1,1 @@
+"""Shipping to AWS: PV-GRUB AKI selection and AMI checks."""
