@@ -41,7 +41,32 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("menu", help="print the menu.lst a recipe produces")
     m.add_argument("recipe", metavar="RECIPE")
     sub.add_parser("schema", help="print the recipe JSON Schema (for editors)")
+    a = sub.add_parser("aki", help="the PV-GRUB AKI for a region and architecture",
+                       description="Pick the PV-GRUB AKI: the embedded table (every AKI in Amazon's guides), or a "
+                                   "live describe-images lookup with --live (falls back to the table).")
+    a.add_argument("--region", required=True)
+    a.add_argument("--arch", default="x86_64", choices=["x86_64", "i386"])
+    a.add_argument("--variant", default="hd0", choices=["hd0", "hd00"])
+    a.add_argument("--version", default=None, help="PV-GRUB version (default: the latest)")
+    a.add_argument("--live", action="store_true", help="ask EC2 (boto3's credential chain)")
+    a.add_argument("--json", action="store_true")
     return p
+
+
+def cmd_aki(args: argparse.Namespace) -> int:
+    from pvbuild.aws import aki
+
+    chosen = aki.select(args.region, args.arch, args.variant, args.version, live=args.live)
+    if args.json:
+        json.dump({"region": chosen.region, "aki_id": chosen.aki_id, "version": chosen.version,
+                   "variant": chosen.variant, "arch": chosen.arch, "name": chosen.name, "source": chosen.source,
+                   "notes": list(chosen.notes)}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(f"{chosen.aki_id}  {chosen.name}  ({chosen.region}, from the {chosen.source})\n")
+        for note in chosen.notes:
+            sys.stderr.write(f"pvbuild: {note}\n")
+    return 0
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -114,7 +139,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
-COMMANDS = {"check": cmd_check, "build": cmd_build, "plan": cmd_plan, "menu": cmd_menu, "schema": cmd_schema}
+COMMANDS = {"check": cmd_check, "build": cmd_build, "plan": cmd_plan, "menu": cmd_menu, "schema": cmd_schema,
+            "aki": cmd_aki}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
