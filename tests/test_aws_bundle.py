@@ -10,6 +10,7 @@ import random
 import re
 import shutil
 import subprocess
+import tracemalloc
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -302,3 +303,24 @@ def test_bad_inputs(tmp_path: Path, keys: tuple[Identity, Identity]) -> None:
         bundle(image, user=ACCOUNT, arch="i386", **{**common, "user_key": user.cert})  # type: ignore[arg-type]
     with pytest.raises(BundleError, match="not a regular file"):
         bundle(tmp_path / "missing.img", user=ACCOUNT, arch="i386", **common)  # type: ignore[arg-type]
+
+
+def test_memory_stays_bounded_on_a_dense_run_of_zeros(tmp_path: Path, keys: tuple[Identity, Identity]) -> None:
+    """48 MiB of written zeros gzip to almost nothing; neither direction may hold them in memory at once."""
+    user, _ = keys
+    image = tmp_path / "zeros.img"
+    with image.open("wb") as f:
+        for _ in range(48):
+            f.write(bytes(MIB))
+    back = tmp_path / "back"
+    back.mkdir()
+    tracemalloc.start()
+    try:
+        res = _bundle(tmp_path, keys, image)
+        got = unbundle(res.manifest, user_key=user.key, destination=back)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(res.parts) == 1
+    assert _sha256(got) == _sha256(image)
+    assert peak < 16 * MIB, peak

@@ -383,7 +383,21 @@ class _Reader:
             pass
 
 
+def _gunzip(gz: zlib._Decompress, data: bytes) -> Iterator[bytes]:
+    """Decompress in pieces of at most CHUNK bytes: a run of zeros must not become one huge buffer."""
+    if gz.eof:
+        if data:
+            raise BundleCheckFailed("bundle has data after its gzip stream")
+        return
+    yield gz.decompress(data, CHUNK)
+    while gz.unconsumed_tail and not gz.eof:
+        yield gz.decompress(gz.unconsumed_tail, CHUNK)
+    if gz.unused_data:
+        raise BundleCheckFailed("bundle has data after its gzip stream")
+
+
 def _decrypted_stream(parts: list[Path], key: bytes, iv: bytes) -> Iterator[bytes]:
+    """The tar stream: the parts decrypted and gunzipped, in bounded pieces."""
     decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
     unpad = padding.PKCS7(128).unpadder()
     gz = zlib.decompressobj(31)
@@ -391,9 +405,9 @@ def _decrypted_stream(parts: list[Path], key: bytes, iv: bytes) -> Iterator[byte
         for part in parts:
             with part.open("rb") as f:
                 while data := f.read(CHUNK):
-                    yield gz.decompress(unpad.update(decryptor.update(data)))
-        yield gz.decompress(unpad.update(decryptor.finalize()) + unpad.finalize())
-        yield gz.flush()
+                    yield from _gunzip(gz, unpad.update(decryptor.update(data)))
+        yield from _gunzip(gz, unpad.update(decryptor.finalize()) + unpad.finalize())
+        yield from _gunzip(gz, b"")
     except (ValueError, zlib.error) as exc:
         raise BundleCheckFailed(f"bundle does not decrypt/decompress: {exc}") from exc
     if not gz.eof:
