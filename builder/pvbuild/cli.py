@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from pvbuild import __version__
-from pvbuild.errors import EXIT_INTERNAL, EXIT_USAGE, PvbuildError
+from pvbuild.errors import EXIT_ENVIRONMENT, EXIT_INTERNAL, EXIT_USAGE, PvbuildError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,7 +50,38 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--version", default=None, help="PV-GRUB version (default: the latest)")
     a.add_argument("--live", action="store_true", help="ask EC2 (boto3's credential chain)")
     a.add_argument("--json", action="store_true")
+    ami = sub.add_parser("ami", help="AMI checks").add_subparsers(dest="ami_command", metavar="ACTION",
+                                                                  parser_class=_Parser, required=True)
+    v = ami.add_parser("verify", help="is the AMI's kernel the latest matching PV-GRUB AKI?",
+                       description="The Japanese guide's check: the AMI's KernelId is a PV-GRUB AKI (its image name "
+                                   "starts with pv-grub) of the AMI's arch and variant, and the latest in the region.")
+    v.add_argument("ami_id", metavar="AMI_ID")
+    v.add_argument("--region", required=True)
+    v.add_argument("--variant", choices=["hd0", "hd00"], default=None,
+                   help="the variant the image needs (default: accept the kernel's own)")
+    v.add_argument("--json", action="store_true")
     return p
+
+
+def cmd_ami(args: argparse.Namespace) -> int:
+    import boto3
+
+    from pvbuild.aws.ami import verify_ami
+
+    ec2 = boto3.client("ec2", region_name=args.region, endpoint_url=os.environ.get("PVBUILD_EC2_ENDPOINT"))
+    result = verify_ami(ec2, args.ami_id, args.region, args.variant)
+    if args.json:
+        json.dump({"ami_id": result.ami_id, "name": result.name, "architecture": result.architecture,
+                   "kernel_id": result.kernel_id, "ok": result.ok,
+                   "findings": [f.to_json() for f in result.findings]}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        head = "OK" if result.ok else "NOT OK"
+        sys.stdout.write(f"{head} — {result.ami_id} ({result.name}), {result.architecture}, kernel "
+                         f"{result.kernel_id}\n")
+        for f in result.findings:
+            sys.stdout.write(f"  {f.severity:<7} {f.code}: {f.message}\n")
+    return 0 if result.ok else 1
 
 
 def cmd_aki(args: argparse.Namespace) -> int:
@@ -139,8 +170,17 @@ def cmd_check(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
+def _is_aws_environment_error(e: Exception) -> bool:
+    """No credentials, no endpoint, no network: an environment problem (exit 3), not a bug."""
+    try:
+        from botocore.exceptions import BotoCoreError, NoCredentialsError
+    except ImportError:
+        return False
+    return isinstance(e, (BotoCoreError, NoCredentialsError))
+
+
 COMMANDS = {"check": cmd_check, "build": cmd_build, "plan": cmd_plan, "menu": cmd_menu, "schema": cmd_schema,
-            "aki": cmd_aki}
+            "aki": cmd_aki, "ami": cmd_ami}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -175,6 +215,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write("pvbuild: interrupted\n")
         return 130
     except Exception as e:
+        if _is_aws_environment_error(e):
+            sys.stderr.write(f"pvbuild: AWS: {e} (credentials come from boto3's normal chain: environment, "
+                             "profile or instance role)\n")
+            return EXIT_ENVIRONMENT
         if os.environ.get("PVBUILD_DEBUG"):
             raise
         sys.stderr.write(f"pvbuild: internal error ({type(e).__name__}: {e}); this is a bug in pvbuild — please "
