@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 RUN = [sys.executable, "-m", "pvbuild"]
 
@@ -23,3 +24,25 @@ def test_aki_unknown_region_lists_what_exists() -> None:
     out = subprocess.run([*RUN, "aki", "--region", "mars-1"], capture_output=True, text=True, check=False)
     assert out.returncode == 2
     assert "us-east-1: 1.03" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_bundle_unbundle_cli_round_trip(tmp_path: Path) -> None:
+    """`pvbuild bundle` with ec2-bundle-image's flags, then `pvbuild unbundle`: the identical image, exit codes."""
+    from tests.test_aws_bundle import _identity, _sparse_image
+
+    user, ec2 = _identity(tmp_path, "user"), _identity(tmp_path, "ec2")
+    image = _sparse_image(tmp_path / "disk.raw")
+    out = subprocess.run([*RUN, "bundle", str(image), "-c", str(user.cert), "-k", str(user.key), "-u",
+                          "123456789012", "-r", "x86_64", "-d", str(tmp_path / "b"), "--kernel", "aki-5c21674b",
+                          "--ec2cert", str(ec2.cert), "-B", "ami=sda1,root=/dev/sda1"],
+                         capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    manifest = Path(out.stdout.strip())
+    assert "<kernel_id>aki-5c21674b</kernel_id>" in manifest.read_text()
+    out = subprocess.run([*RUN, "unbundle", str(manifest), "--user-key", str(user.key), "--user-cert",
+                          str(user.cert), "-o", str(tmp_path / "u")], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert Path(out.stdout.strip()).read_bytes() == image.read_bytes()
+    bad = subprocess.run([*RUN, "bundle", str(image), "-c", str(user.cert), "-k", str(user.key), "-u", "12",
+                          "--ec2cert", str(ec2.cert)], capture_output=True, text=True, check=False)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr

@@ -50,6 +50,25 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--version", default=None, help="PV-GRUB version (default: the latest)")
     a.add_argument("--live", action="store_true", help="ask EC2 (boto3's credential chain)")
     a.add_argument("--json", action="store_true")
+    bu = sub.add_parser("bundle", help="bundle an image in the ec2-bundle-image format",
+                        description="Bundle IMAGE exactly as ec2-bundle-image does (tar, gzip, AES-128-CBC, 10 MiB "
+                                    "parts, signed manifest v2007-10-10); never with a ramdisk.")
+    bu.add_argument("image", metavar="IMAGE")
+    bu.add_argument("-c", "--cert", required=True, help="your X.509 certificate (PEM)")
+    bu.add_argument("-k", "--privatekey", required=True, help="your private key (PEM)")
+    bu.add_argument("-u", "--user", required=True, help="your 12-digit AWS account number")
+    bu.add_argument("-r", "--arch", default="x86_64", choices=["x86_64", "i386"])
+    bu.add_argument("-d", "--destination", default=".", help="folder for the parts and manifest")
+    bu.add_argument("-p", "--prefix", default=None, help="file name prefix (default: the image's name)")
+    bu.add_argument("--kernel", default=None, help="the PV-GRUB AKI to record (see `pvbuild aki`)")
+    bu.add_argument("--ec2cert", required=True, help="EC2's certificate for the region (PEM)")
+    bu.add_argument("-B", "--block-device-mapping", default=None,
+                    help="virtual=device pairs, comma separated (default ami=sda1,root=/dev/sda1)")
+    un = sub.add_parser("unbundle", help="reverse `bundle`, verifying every digest")
+    un.add_argument("manifest", metavar="MANIFEST")
+    un.add_argument("--user-key", required=True, help="the private key the bundle was made for")
+    un.add_argument("--user-cert", default=None, help="verify the manifest signature with this certificate")
+    un.add_argument("-o", "--destination", default=".", help="folder for the image")
     ami = sub.add_parser("ami", help="AMI checks").add_subparsers(dest="ami_command", metavar="ACTION",
                                                                   parser_class=_Parser, required=True)
     v = ami.add_parser("verify", help="is the AMI's kernel the latest matching PV-GRUB AKI?",
@@ -61,6 +80,41 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the variant the image needs (default: accept the kernel's own)")
     v.add_argument("--json", action="store_true")
     return p
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pvbuild.aws.bundle import bundle
+
+    mapping = None
+    if args.block_device_mapping:
+        mapping = {}
+        for pair in args.block_device_mapping.split(","):
+            virtual, sep, device = pair.partition("=")
+            if not sep or not virtual or not device:
+                raise PvbuildError(f"--block-device-mapping: {pair!r} is not virtual=device (e.g. ami=sda1)")
+            mapping[virtual.strip()] = device.strip()
+    Path(args.destination).mkdir(parents=True, exist_ok=True)
+    result = bundle(Path(args.image), user_cert=Path(args.cert), user_key=Path(args.privatekey),
+                    ec2_cert=Path(args.ec2cert), user=args.user, arch=args.arch, destination=Path(args.destination),
+                    prefix=args.prefix, kernel_id=args.kernel, block_device_mapping=mapping)
+    sys.stdout.write(f"{result.manifest}\n")
+    sys.stderr.write(f"pvbuild: {len(result.parts)} parts, {result.bundled_size} bytes bundled from "
+                     f"{result.size}; image digest (SHA-1 of the tar stream) {result.digest_sha1}\n")
+    return 0
+
+
+def cmd_unbundle(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pvbuild.aws.bundle import unbundle
+
+    Path(args.destination).mkdir(parents=True, exist_ok=True)
+    image = unbundle(Path(args.manifest), user_key=Path(args.user_key), destination=Path(args.destination),
+                     user_cert=Path(args.user_cert) if args.user_cert else None)
+    sys.stdout.write(f"{image}\n")
+    return 0
 
 
 def cmd_ami(args: argparse.Namespace) -> int:
@@ -180,7 +234,7 @@ def _is_aws_environment_error(e: Exception) -> bool:
 
 
 COMMANDS = {"check": cmd_check, "build": cmd_build, "plan": cmd_plan, "menu": cmd_menu, "schema": cmd_schema,
-            "aki": cmd_aki, "ami": cmd_ami}
+            "aki": cmd_aki, "ami": cmd_ami, "bundle": cmd_bundle, "unbundle": cmd_unbundle}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
