@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pvbuild.distros import debian
 from pvbuild.planmodel import (
     DiskPlan,
     DistroPlan,
@@ -76,8 +77,8 @@ def debian12(out: Path, *, name: str = "debian12", table: str = "none", separate
     modules = ("xen-blkfront", "xen-netfront", "ext4") + (("xfs",) if "xfs" in (separate_boot, root_fs) else ())
     return Plan(
         recipe=str(out / "recipe.yaml"), name=name, hostname=hostname, source_date_epoch=epoch,
-        distro=DistroPlan("debian", "bookworm", "12", "http://deb.debian.org/debian",
-                          "http://deb.debian.org/debian-security", ("main",), "amd64", "mmdebstrap", "minbase",
+        distro=DistroPlan("debian", "bookworm", "12", *debian.mirrors(None, None), ("main",), "amd64", "mmdebstrap",
+                          "minbase",
                           tuple(sorted({*packages, "initramfs-tools", "zstd"}))),
         kernel=kernel,
         initrd=InitrdPlan("update-initramfs", modules, "zstd"),

@@ -168,7 +168,7 @@ def test_mmdebstrap_argv(plan: Plan, tmp_path: Path) -> None:
     assert "--variant=minbase" in argv and "--architectures=amd64" in argv
     inc = next(a for a in argv if a.startswith("--include="))[len("--include="):].split(",")
     assert {"linux-image-amd64", "initramfs-tools", "zstd", "openssh-server"} <= set(inc)
-    assert "deb http://deb.debian.org/debian-security bookworm-security main" in argv
+    assert f"deb {plan.distro.security_mirror} bookworm-security main" in argv
     hook = next(a for a in argv if a.startswith("--setup-hook="))
     assert "link_in_boot = yes" in hook and "do_symlinks = yes" in hook
 
