@@ -15,15 +15,11 @@ import pytest
 from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
 from moto.ec2.models.amis import Ami
-from moto.server import ThreadedMotoServer
 
 from pvbuild.aws.ami import verify_ami
+from tests.motoserver import ENV, REGION, moto_endpoint
 
 AMAZON = "137112412989"
-REGION = "us-east-1"
-ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
-       "AWS_DEFAULT_REGION": REGION, "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
-       "AWS_EC2_METADATA_DISABLED": "true"}
 
 
 def _image(backend: Any, image_id: str, name: str, *, owner: str, alias: str | None, image_type: str, arch: str,
@@ -37,36 +33,28 @@ def _image(backend: Any, image_id: str, name: str, *, owner: str, alias: str | N
 
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[str]:
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in ENV.items():
-            mp.setenv(k, v)
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        try:
-            _, port = server.get_host_and_port()
-            b = ec2_backends[DEFAULT_ACCOUNT_ID][REGION]
-            for aki_id, name in (("aki-88aa75e1", "pv-grub-hd0_1.03-x86_64.gz"),
-                                 ("aki-5c21674b", "pv-grub-hd0_1.05-x86_64.gz"),
-                                 ("aki-04206613", "pv-grub-hd0_1.05-i386.gz"),
-                                 ("aki-b4aa75dd", "pv-grub-hd00_1.03-x86_64.gz")):
-                _image(b, aki_id, name, owner=AMAZON, alias="amazon", image_type="kernel",
-                       arch="i386" if "i386" in name else "x86_64")
-            _image(b, "aki-00000001", "vmlinuz-custom", owner=AMAZON, alias="amazon", image_type="kernel",
-                   arch="x86_64")
-            mine = DEFAULT_ACCOUNT_ID
-            _image(b, "ami-00000001", "good", owner=mine, alias=None, image_type="machine", arch="x86_64",
-                   kernel="aki-5c21674b")
-            _image(b, "ami-00000002", "old", owner=mine, alias=None, image_type="machine", arch="x86_64",
-                   kernel="aki-88aa75e1")
-            _image(b, "ami-00000003", "wrongarch", owner=mine, alias=None, image_type="machine", arch="x86_64",
-                   kernel="aki-04206613")
-            _image(b, "ami-00000004", "custom", owner=mine, alias=None, image_type="machine", arch="x86_64",
-                   kernel="aki-00000001")
-            _image(b, "ami-00000005", "hvm", owner=mine, alias=None, image_type="machine", arch="x86_64",
-                   virt="hvm")
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            server.stop()
+    with moto_endpoint() as url:
+        b = ec2_backends[DEFAULT_ACCOUNT_ID][REGION]
+        for aki_id, name in (("aki-88aa75e1", "pv-grub-hd0_1.03-x86_64.gz"),
+                             ("aki-5c21674b", "pv-grub-hd0_1.05-x86_64.gz"),
+                             ("aki-04206613", "pv-grub-hd0_1.05-i386.gz"),
+                             ("aki-b4aa75dd", "pv-grub-hd00_1.03-x86_64.gz")):
+            _image(b, aki_id, name, owner=AMAZON, alias="amazon", image_type="kernel",
+                   arch="i386" if "i386" in name else "x86_64")
+        _image(b, "aki-00000001", "vmlinuz-custom", owner=AMAZON, alias="amazon", image_type="kernel",
+               arch="x86_64")
+        mine = DEFAULT_ACCOUNT_ID
+        _image(b, "ami-00000001", "good", owner=mine, alias=None, image_type="machine", arch="x86_64",
+               kernel="aki-5c21674b")
+        _image(b, "ami-00000002", "old", owner=mine, alias=None, image_type="machine", arch="x86_64",
+               kernel="aki-88aa75e1")
+        _image(b, "ami-00000003", "wrongarch", owner=mine, alias=None, image_type="machine", arch="x86_64",
+               kernel="aki-04206613")
+        _image(b, "ami-00000004", "custom", owner=mine, alias=None, image_type="machine", arch="x86_64",
+               kernel="aki-00000001")
+        _image(b, "ami-00000005", "hvm", owner=mine, alias=None, image_type="machine", arch="x86_64",
+               virt="hvm")
+        yield url
 
 
 def codes(endpoint: str, ami: str, variant: str | None = None) -> set[str]:

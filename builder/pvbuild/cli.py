@@ -69,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     un.add_argument("--user-key", required=True, help="the private key the bundle was made for")
     un.add_argument("--user-cert", default=None, help="verify the manifest signature with this certificate")
     un.add_argument("-o", "--destination", default=".", help="folder for the image")
+    sn = sub.add_parser("snapshot", help="upload an image as an EBS snapshot (EBS direct APIs)",
+                        description="Upload IMAGE as a new EBS snapshot: only 512 KiB blocks holding data are sent.")
+    sn.add_argument("image", metavar="IMAGE")
+    sn.add_argument("--region", required=True)
+    sn.add_argument("--description", default="")
+    sn.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
+    sn.add_argument("--no-wait", action="store_true", help="do not wait for EC2 to call it completed")
     ami = sub.add_parser("ami", help="AMI checks").add_subparsers(dest="ami_command", metavar="ACTION",
                                                                   parser_class=_Parser, required=True)
     v = ami.add_parser("verify", help="is the AMI's kernel the latest matching PV-GRUB AKI?",
@@ -114,6 +121,29 @@ def cmd_unbundle(args: argparse.Namespace) -> int:
     image = unbundle(Path(args.manifest), user_key=Path(args.user_key), destination=Path(args.destination),
                      user_cert=Path(args.user_cert) if args.user_cert else None)
     sys.stdout.write(f"{image}\n")
+    return 0
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import boto3
+
+    from pvbuild.aws.snapshot import snapshot_image
+
+    tags = {}
+    for t in args.tag:
+        key, sep, value = t.partition("=")
+        if not sep or not key:
+            raise PvbuildError(f"--tag {t!r}: write KEY=VALUE")
+        tags[key] = value
+    ebs = boto3.client("ebs", region_name=args.region, endpoint_url=os.environ.get("PVBUILD_EBS_ENDPOINT"))
+    ec2 = None if args.no_wait else boto3.client("ec2", region_name=args.region,
+                                                 endpoint_url=os.environ.get("PVBUILD_EC2_ENDPOINT"))
+    result = snapshot_image(ebs, Path(args.image), description=args.description, tags=tags, ec2=ec2)
+    sys.stdout.write(f"{result.snapshot_id}\n")
+    sys.stderr.write(f"pvbuild: {result.volume_size_gib} GiB snapshot: {result.blocks_sent} blocks sent, "
+                     f"{result.blocks_skipped} empty blocks skipped\n")
     return 0
 
 
@@ -234,7 +264,8 @@ def _is_aws_environment_error(e: Exception) -> bool:
 
 
 COMMANDS = {"check": cmd_check, "build": cmd_build, "plan": cmd_plan, "menu": cmd_menu, "schema": cmd_schema,
-            "aki": cmd_aki, "ami": cmd_ami, "bundle": cmd_bundle, "unbundle": cmd_unbundle}
+            "aki": cmd_aki, "ami": cmd_ami, "bundle": cmd_bundle, "unbundle": cmd_unbundle,
+            "snapshot": cmd_snapshot}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
