@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPubl
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from pvbuild.errors import EXIT_CHECK_FAILED, PvbuildError, UsageError
+from pvbuild.sparse import data_ranges
 
 MANIFEST_VERSION = "2007-10-10"
 BUNDLER_NAME = "ec2-ami-tools"
@@ -80,19 +81,8 @@ def _parse_number(field: bytes) -> int:
 
 
 def _data_regions(fd: int, size: int) -> list[tuple[int, int]]:
-    """(offset, length) of the data regions of a file, from SEEK_DATA/SEEK_HOLE; holes are never read."""
-    regions: list[tuple[int, int]] = []
-    pos = 0
-    while pos < size:
-        try:
-            start = os.lseek(fd, pos, os.SEEK_DATA)
-        except OSError:  # ENXIO: only a hole remains
-            break
-        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
-        if end > start:
-            regions.append((start, end - start))
-        pos = end
-    return regions
+    """(offset, length) of the data regions of a file; holes are never read."""
+    return [(start, end - start) for start, end in data_ranges(fd, size)]
 
 
 def _sparse_entries(entries: list[tuple[int, int]]) -> bytes:

@@ -9,7 +9,6 @@ never read from holes nor sent; the counts of blocks sent and skipped are report
 from __future__ import annotations
 
 import base64
-import errno
 import hashlib
 import os
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pvbuild.errors import UsageError
+from pvbuild.sparse import data_ranges
 
 BLOCK = 512 * 1024  # EBS direct APIs' block size (moto reports 512 bytes; AWS uses 524288)
 GiB = 1024**3
@@ -43,25 +43,13 @@ class SnapshotResult:
 
 
 def data_blocks(path: Path) -> Iterator[int]:
-    """Indexes of the 512 KiB blocks that overlap allocated data (SEEK_DATA/SEEK_HOLE); holes are never read."""
-    size = path.stat().st_size
+    """Indexes of the 512 KiB blocks that overlap allocated data; holes are never read."""
     with open(path, "rb") as f:
-        fd = f.fileno()
-        pos = 0
         last = -1
-        while pos < size:
-            try:
-                start = os.lseek(fd, pos, os.SEEK_DATA)
-            except OSError as e:
-                if e.errno == errno.ENXIO:
-                    return
-                raise
-            end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
-            for index in range(start // BLOCK, (end - 1) // BLOCK + 1):
-                if index > last:
-                    last = index
-                    yield index
-            pos = end
+        for start, end in data_ranges(f.fileno(), os.fstat(f.fileno()).st_size):
+            for index in range(max(start // BLOCK, last + 1), (end - 1) // BLOCK + 1):
+                last = index
+                yield index
 
 
 def _read_block(path: Path, index: int) -> bytes:

@@ -22,7 +22,6 @@ attributes (warned), and the sticky bit is set afterwards with xfs_db.
 from __future__ import annotations
 
 import datetime
-import errno
 import math
 import os
 import re
@@ -34,6 +33,7 @@ from pathlib import Path
 from pvbuild.build.run import Log, run
 from pvbuild.errors import UsageError
 from pvbuild.planmodel import DiskPlan, FilesystemPlan, Plan
+from pvbuild.sparse import data_ranges
 
 SECTOR = 512
 # Names debugfs commands can carry unquoted; anything else in the /boot filesystem is refused with a message.
@@ -353,15 +353,7 @@ def copy_into(src: Path, dst: Path, offset: int) -> int:
     with open(src, "rb") as s, open(dst, "r+b") as d:
         sfd, dfd = s.fileno(), d.fileno()
         size = os.fstat(sfd).st_size
-        pos = 0
-        while pos < size:
-            try:
-                data = os.lseek(sfd, pos, os.SEEK_DATA)
-            except OSError as e:
-                if e.errno == errno.ENXIO:
-                    break
-                raise
-            hole = min(os.lseek(sfd, data, os.SEEK_HOLE), size)
+        for data, hole in data_ranges(sfd, size):
             left, at = hole - data, data
             while left > 0:
                 n = os.copy_file_range(sfd, dfd, min(left, 64 << 20), at, offset + at)
@@ -370,7 +362,6 @@ def copy_into(src: Path, dst: Path, offset: int) -> int:
                 left -= n
                 at += n
                 copied += n
-            pos = hole
     return copied
 
 

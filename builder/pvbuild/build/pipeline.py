@@ -17,7 +17,6 @@ path is printed.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -36,6 +35,7 @@ from pvbuild.build.errors import CheckFailed
 from pvbuild.build.run import Log
 from pvbuild.build.workspace import atomic_dir_replace, remove_tree, sigterm_as_interrupt, work_dir
 from pvbuild.planmodel import Plan
+from pvbuild.sparse import data_ranges
 
 MIB = 1024 * 1024
 
@@ -56,22 +56,6 @@ class BuiltImage:
     seconds: float
 
 
-def _data_ranges(fd: int, size: int) -> list[tuple[int, int]]:
-    """(start, end) of the allocated data of a sparse file (SEEK_DATA/SEEK_HOLE); the whole file if unknown."""
-    out: list[tuple[int, int]] = []
-    pos = 0
-    try:
-        while pos < size:
-            start = os.lseek(fd, pos, os.SEEK_DATA)
-            end = os.lseek(fd, start, os.SEEK_HOLE)
-            out.append((start, min(end, size)))
-            pos = end
-    except OSError as e:
-        if e.errno != errno.ENXIO:  # ENXIO: no data after pos
-            return [(0, size)]
-    return out
-
-
 def sha256_file(path: Path, log: Log | None = None) -> str:
     """The sha256 of a (sparse) image: holes are hashed as zeros without reading them, which would fill the
     page cache with zero pages and take most of a warm build's output stage."""
@@ -82,7 +66,7 @@ def sha256_file(path: Path, log: Log | None = None) -> str:
     def feed(advance: Callable[[int], None]) -> None:
         with open(path, "rb") as f:
             pos = 0
-            for start, end in _data_ranges(f.fileno(), size):
+            for start, end in data_ranges(f.fileno(), size):
                 while pos < start:
                     n = min(len(zeros), start - pos)
                     h.update(zeros[:n])
