@@ -61,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     bu.add_argument("-d", "--destination", default=".", help="folder for the parts and manifest")
     bu.add_argument("-p", "--prefix", default=None, help="file name prefix (default: the image's name)")
     bu.add_argument("--kernel", default=None, help="the PV-GRUB AKI to record (see `pvbuild aki`)")
-    bu.add_argument("--ec2cert", required=True, help="EC2's certificate for the region (PEM)")
+    bu.add_argument("--region", default="us-east-1",
+                    help="the region the bundle is for: picks EC2's shipped certificate (us-east-1)")
+    bu.add_argument("--ec2cert", default=None,
+                    help="EC2's certificate (PEM) to use instead of the shipped one for --region")
     bu.add_argument("-B", "--block-device-mapping", default=None,
                     help="virtual=device pairs, comma separated (default ami=sda1,root=/dev/sda1)")
     un = sub.add_parser("unbundle", help="reverse `bundle`, verifying every digest")
@@ -69,6 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     un.add_argument("--user-key", required=True, help="the private key the bundle was made for")
     un.add_argument("--user-cert", default=None, help="verify the manifest signature with this certificate")
     un.add_argument("-o", "--destination", default=".", help="folder for the image")
+    up = sub.add_parser("upload", help="upload a bundle to S3 as ec2-upload-bundle does; prints the ImageLocation",
+                        description="Upload every part, then the manifest, to s3://BUCKET/PREFIX/ with the "
+                                    "aws-exec-read ACL (bucket created if missing, with ACLs allowed); parallel, "
+                                    "retried, Content-MD5 on every PUT. Prints bucket/prefix/NAME.manifest.xml.")
+    up.add_argument("manifest", metavar="MANIFEST")
+    up.add_argument("--bucket", required=True)
+    up.add_argument("--prefix", default="", help="key prefix (folder) in the bucket")
+    up.add_argument("--region", required=True, help="the bucket's and the AMI's region")
+    up.add_argument("--no-create-bucket", action="store_true", help="fail if the bucket does not exist")
+    up.add_argument("--json", action="store_true")
     sn = sub.add_parser("snapshot", help="upload an image as an EBS snapshot (EBS direct APIs)",
                         description="Upload IMAGE as a new EBS snapshot: only 512 KiB blocks holding data are sent.")
     sn.add_argument("image", metavar="IMAGE")
@@ -93,6 +106,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from pvbuild.aws.bundle import bundle
+    from pvbuild.aws.certs import ec2_cert_for
 
     mapping = None
     if args.block_device_mapping:
@@ -103,8 +117,9 @@ def cmd_bundle(args: argparse.Namespace) -> int:
                 raise PvbuildError(f"--block-device-mapping: {pair!r} is not virtual=device (e.g. ami=sda1)")
             mapping[virtual.strip()] = device.strip()
     Path(args.destination).mkdir(parents=True, exist_ok=True)
+    ec2_cert = Path(args.ec2cert) if args.ec2cert else ec2_cert_for(args.region)
     result = bundle(Path(args.image), user_cert=Path(args.cert), user_key=Path(args.privatekey),
-                    ec2_cert=Path(args.ec2cert), user=args.user, arch=args.arch, destination=Path(args.destination),
+                    ec2_cert=ec2_cert, user=args.user, arch=args.arch, destination=Path(args.destination),
                     prefix=args.prefix, kernel_id=args.kernel, block_device_mapping=mapping)
     sys.stdout.write(f"{result.manifest}\n")
     sys.stderr.write(f"pvbuild: {len(result.parts)} parts, {result.bundled_size} bytes bundled from "
@@ -121,6 +136,28 @@ def cmd_unbundle(args: argparse.Namespace) -> int:
     image = unbundle(Path(args.manifest), user_key=Path(args.user_key), destination=Path(args.destination),
                      user_cert=Path(args.user_cert) if args.user_cert else None)
     sys.stdout.write(f"{image}\n")
+    return 0
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import boto3
+
+    from pvbuild.aws.upload import upload_bundle
+
+    s3 = boto3.client("s3", region_name=args.region, endpoint_url=os.environ.get("PVBUILD_S3_ENDPOINT"))
+    result = upload_bundle(s3, Path(args.manifest), args.bucket, args.prefix, region=args.region,
+                           create_bucket=not args.no_create_bucket)
+    if args.json:
+        json.dump({"bucket": result.bucket, "manifest_key": result.manifest_key,
+                   "image_location": result.image_location, "parts": result.parts, "bytes": result.bytes},
+                  sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(f"{result.image_location}\n")
+        sys.stderr.write(f"pvbuild: {result.parts} parts and the manifest, {result.bytes} bytes, uploaded to "
+                         f"s3://{result.bucket}/{result.manifest_key.rpartition('/')[0]}\n")
     return 0
 
 
@@ -265,7 +302,7 @@ def _is_aws_environment_error(e: Exception) -> bool:
 
 COMMANDS = {"check": cmd_check, "build": cmd_build, "plan": cmd_plan, "menu": cmd_menu, "schema": cmd_schema,
             "aki": cmd_aki, "ami": cmd_ami, "bundle": cmd_bundle, "unbundle": cmd_unbundle,
-            "snapshot": cmd_snapshot}
+            "snapshot": cmd_snapshot, "upload": cmd_upload}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
