@@ -94,6 +94,8 @@ class Recorder:
     puts: dict[str, Any] = field(default_factory=dict)  # key -> the last prepared PutObject request
     attempts: dict[str, int] = field(default_factory=dict)  # key -> PutObject calls
     inject: Callable[[str, int], dict[str, Any] | None] | None = None  # (key, attempt) -> error to answer with
+    in_flight: int = 0
+    most_in_flight: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def attach(self, s3: Any) -> None:
@@ -113,6 +115,8 @@ class Recorder:
                 return None
             attempt = self.attempts.get(key, 0)
             self.attempts[key] = attempt + 1
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
         error = self.inject(key, attempt) if self.inject else None
         if error is None:
             return None
@@ -122,6 +126,7 @@ class Recorder:
     def _after(self, model: Any, context: dict[str, Any], **_: Any) -> None:
         with self.lock:
             self.events.append(("end", model.name, context.get("pv_key", "")))
+            self.in_flight -= model.name == "PutObject"
 
     def _send(self, request: Any, **_: Any) -> None:
         key = request.url.split("?", 1)[0].split("/", 4)[-1]
@@ -180,6 +185,7 @@ def test_upload_real_bundle_parts_then_manifest(endpoint: str, made: BundleResul
     manifest_start = rec.events.index(("start", "PutObject", manifest_key))
     assert len(ends) == len(made.parts) and max(ends) < manifest_start
     assert [k for kind, op, k in rec.events if op == "PutObject" and kind == "start"][-1] == manifest_key
+    assert 1 <= rec.most_in_flight <= 3  # the pool is bounded by `workers`
 
     # Every PUT as sent: the canned ACL and the file's own MD5 as Content-MD5.
     assert sorted(rec.puts) == sorted(local)
@@ -287,6 +293,20 @@ def test_a_part_that_keeps_failing_stops_the_upload_before_the_manifest(endpoint
     assert "pvimage.manifest.xml" not in rec.attempts
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
     assert "pvimage.manifest.xml" not in keys
+
+
+@pytest.mark.parametrize(("code", "status", "message"), [
+    ("InvalidAccessKeyId", 403, "credentials come from boto3's normal chain"),
+    ("InvalidRequest", 400, "S3 refused s3://"),
+])
+def test_refusals_are_not_retried(endpoint: str, made: BundleResult, code: str, status: int, message: str) -> None:
+    """Wrong credentials or a request S3 will never take: no retries, exit 3 with S3's words, no manifest."""
+    rec = Recorder(inject=lambda key, attempt: _error(code, status))
+    with pytest.raises(UploadEnvironmentError, match=message) as err:
+        upload_bundle(_client(endpoint, "us-east-1", rec), made.manifest, _bucket(), region="us-east-1", workers=1)
+    assert err.value.exit_code == EXIT_ENVIRONMENT
+    assert list(rec.attempts.values()) == [1]  # the first part, once; nothing after it started
+    assert "pvimage.manifest.xml" not in rec.attempts
 
 
 def test_missing_part_fails_before_any_request(endpoint: str, copy: Path) -> None:

@@ -191,6 +191,11 @@ def _environment(exc: Exception, what: str) -> UploadEnvironmentError:
         "s3:GetBucketOwnershipControls, s3:PutObject and s3:PutObjectAcl)")
 
 
+def _refused(exc: Exception, what: str) -> UploadEnvironmentError:
+    """An S3 answer pvbuild has no special advice for: say what was refused and S3's own words."""
+    return UploadEnvironmentError(f"S3 refused {what}: {exc}")
+
+
 def _region_of(location: str | None) -> str:
     """GetBucketLocation's answer as a region: none means us-east-1, 'EU' is eu-west-1's old name."""
     if not location:
@@ -212,7 +217,7 @@ def _ensure_bucket(s3: Any, bucket: str, region: str, create: bool) -> None:
                 raise UploadError(f"bucket {bucket}: access denied. It may belong to another account (bucket names "
                                   "are global: choose another), or your credentials lack s3:GetBucketLocation on "
                                   "it") from exc
-            raise
+            raise _refused(exc, f"GetBucketLocation on {bucket}") from exc
         if not create:
             raise UploadError(f"bucket {bucket} does not exist; create it in {region} with ObjectOwnership="
                               "ObjectWriter, or drop --no-create-bucket") from exc
@@ -244,7 +249,7 @@ def _create_bucket(s3: Any, bucket: str, region: str) -> None:
             raise UploadError(f"bucket {bucket} in {region}: S3 says {code}: {exc}") from exc
         if code in CREDENTIALS or code in {"AccessDenied", "403"}:
             raise _environment(exc, f"creating bucket {bucket}") from exc
-        raise
+        raise _refused(exc, f"creating bucket {bucket} in {region}") from exc
 
 
 def _check_acls_allowed(s3: Any, bucket: str) -> None:
@@ -259,7 +264,7 @@ def _check_acls_allowed(s3: Any, bucket: str) -> None:
             return
         if _code(exc) in CREDENTIALS:
             raise _environment(exc, f"access to bucket {bucket}") from exc
-        raise
+        raise _refused(exc, f"GetBucketOwnershipControls on {bucket}") from exc
     rules = controls.get("OwnershipControls", {}).get("Rules", [])
     if any(rule.get("ObjectOwnership") == "BucketOwnerEnforced" for rule in rules):
         raise BucketAclsDisabled(bucket)
@@ -303,7 +308,7 @@ def _put(s3: Any, bucket: str, item: _Item, retries: int, stop: threading.Event)
             if code == "NoSuchBucket" and attempt == retries:  # retried: a new bucket can take a moment to show
                 raise UploadError(f"bucket {bucket} does not exist (deleted during the upload?)") from exc
             if not (code in RETRYABLE or code == "NoSuchBucket" or _status(exc) >= 500 or _status(exc) == 429):
-                raise
+                raise _refused(exc, f"s3://{bucket}/{item.key}") from exc
             if attempt == retries:
                 if code == "BadDigest":
                     raise UploadError(f"{item.path}: S3 says its content does not match the MD5 computed before "
@@ -311,7 +316,7 @@ def _put(s3: Any, bucket: str, item: _Item, retries: int, stop: threading.Event)
                 raise UploadEnvironmentError(f"s3://{bucket}/{item.key}: {code} after {retries + 1} attempts; "
                                              "S3 is throttling or failing, try again later") from exc
             reason = f"{code} (HTTP {_status(exc)})"
-        except (BotoConnectionError, HTTPClientError) as exc:  # before OSError: some of these are OSErrors too
+        except (BotoConnectionError, HTTPClientError) as exc:
             if attempt == retries:
                 raise UploadEnvironmentError(f"s3://{bucket}/{item.key}: cannot reach S3 after {retries + 1} "
                                              f"attempts: {exc}") from exc
@@ -352,11 +357,23 @@ def upload_bundle(s3: Any, manifest: Path, bucket: str, prefix: str = "", *, reg
     _check_acls_allowed(s3, bucket)
 
     stop = threading.Event()
+
+    def job(item: _Item) -> int:
+        try:
+            return _put(s3, bucket, item, retries, stop)
+        except BaseException:
+            stop.set()  # at once: the other parts stop at their next attempt, queued ones never send a byte
+            raise
+
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="s3-put") as pool:
-        futures: list[Future[int]] = [pool.submit(_put, s3, bucket, item, retries, stop) for item in items]
-        wait(futures, return_when=FIRST_EXCEPTION)
-        if any(f.done() and not f.cancelled() and f.exception() is not None for f in futures):
-            stop.set()  # the others stop at their next attempt; queued parts never start
+        futures: list[Future[int]] = [pool.submit(job, item) for item in items]
+        try:
+            wait(futures, return_when=FIRST_EXCEPTION)
+        except BaseException:  # Ctrl-C: no new part starts; those in flight end their current request
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        if stop.is_set():
             for f in futures:
                 f.cancel()
             wait(futures)
