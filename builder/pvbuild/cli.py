@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from pvbuild import __version__
 from pvbuild.errors import EXIT_ENVIRONMENT, EXIT_INTERNAL, EXIT_USAGE, PvbuildError
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Build, check and write the image a recipe describes.")
     b.add_argument("recipe", metavar="RECIPE", help="recipe file (YAML)")
     b.add_argument("-v", "--verbose", action="store_true", help="show the commands run")
+    b.add_argument("--no-ship", action="store_true", help="do not register the image even if the recipe has aws")
     pl = sub.add_parser("plan", help="print every decision for a recipe; writes nothing, needs no root",
                         description="Validate a recipe and print the resolved plan, menu.lst included.")
     pl.add_argument("recipe", metavar="RECIPE")
@@ -99,7 +101,120 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--variant", choices=["hd0", "hd00"], default=None,
                    help="the variant the image needs (default: accept the kernel's own)")
     v.add_argument("--json", action="store_true")
+    r = sub.add_parser("register", help="register IMAGE as a PV-GRUB AMI in one or more regions",
+                       description="Check IMAGE under each region's PV-GRUB AKI, upload it (EBS snapshot, or an S3 "
+                                   "bundle with --s3-bucket) and register a paravirtual AMI with that AKI.")
+    r.add_argument("image", metavar="IMAGE", help="raw disk image (with --snapshot-id: only checked, not sent)")
+    r.add_argument("--name", required=True, help="AMI name (unique per region)")
+    r.add_argument("--region", action="append", required=True, dest="regions", metavar="REGION",
+                   help="repeat for several regions; each gets its own AKI")
+    r.add_argument("--arch", default="x86_64", choices=["x86_64", "i386"])
+    r.add_argument("--variant", default="hd0", choices=["hd0", "hd00"],
+                   help="hd0 for a partitionless image, hd00 for a partitioned one")
+    r.add_argument("--pvgrub", default=None, help="PV-GRUB version (default: the latest in each region)")
+    r.add_argument("--table", action="store_true", help="pick AKIs from pvbuild's table only, without asking EC2")
+    r.add_argument("--description", default="")
+    r.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
+    r.add_argument("--replace", action="store_true", help="deregister an AMI of the same name first")
+    r.add_argument("--report", default=None, help="boot report to trust (default: boot-report.json next to IMAGE)")
+    r.add_argument("--root-device", default=None, help="default: /dev/sda1 (hd0) or /dev/sda (hd00)")
+    r.add_argument("--snapshot-id", default=None, help="register this EBS snapshot (in the first region) instead "
+                                                       "of uploading IMAGE")
+    r.add_argument("--volume-size", type=int, default=None, help="root volume GiB (default: the image's size)")
+    r.add_argument("--volume-type", default="gp2")
+    r.add_argument("--keep-volume", action="store_true", help="keep the root volume when the instance ends")
+    r.add_argument("--s3-bucket", default=None, help="register an S3-backed AMI from a bundle in this bucket "
+                                                     "({region} is replaced by each region)")
+    r.add_argument("--s3-prefix", default="")
+    r.add_argument("-u", "--user", default=None, help="S3 backing: your 12-digit AWS account number")
+    r.add_argument("-c", "--cert", default=None, help="S3 backing: your X.509 certificate (PEM)")
+    r.add_argument("-k", "--privatekey", default=None, help="S3 backing: your private key (PEM)")
+    r.add_argument("--ec2cert", default=None, help="S3 backing: EC2's certificate (default: pvbuild's, per region)")
+    r.add_argument("--json", action="store_true")
+    ins = sub.add_parser("instance", help="instance operations").add_subparsers(
+        dest="instance_command", metavar="ACTION", parser_class=_Parser, required=True)
+    up = ins.add_parser("upgrade-pvgrub", help="move a PV instance to the latest PV-GRUB AKI",
+                        description="The Japanese guide's procedure: stop the instance, wait, set its kernel to the "
+                                    "latest PV-GRUB AKI of its arch and variant, start it, wait.")
+    up.add_argument("instance_id", metavar="INSTANCE_ID")
+    up.add_argument("--region", required=True)
+    up.add_argument("--variant", choices=["hd0", "hd00"], default=None, help="default: the instance's current one")
+    up.add_argument("--version", default=None, help="PV-GRUB version (default: the latest)")
+    up.add_argument("--table", action="store_true", help="pick the AKI from pvbuild's table only")
+    up.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
+    up.add_argument("--json", action="store_true")
     return p
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(f"pvbuild: {message}\n")
+
+
+def _tags(values: list[str]) -> dict[str, str]:
+    tags = {}
+    for t in values:
+        key, sep, value = t.partition("=")
+        if not sep or not key:
+            raise PvbuildError(f"--tag {t!r}: write KEY=VALUE")
+        tags[key] = value
+    return tags
+
+
+def _print_registered(registered: list[Any], as_json: bool) -> None:
+    if as_json:
+        json.dump({"amis": [r.to_json() for r in registered]}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    for r in registered:
+        sys.stdout.write(f"{r.region}\t{r.ami_id}\t{r.kernel_id} ({r.aki_name})\n")
+        for note in r.notes:
+            sys.stderr.write(f"pvbuild: {r.region}: {note}\n")
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pvbuild.aws.register import EbsSettings, Request, S3Settings, register
+
+    s3 = None
+    if args.s3_bucket:
+        missing = [flag for flag, v in (("-u/--user", args.user), ("-c/--cert", args.cert),
+                                        ("-k/--privatekey", args.privatekey)) if not v]
+        if missing:
+            raise PvbuildError(f"--s3-bucket needs {', '.join(missing)} to make the bundle")
+        s3 = S3Settings(bucket=args.s3_bucket, user=args.user, cert=Path(args.cert),
+                        private_key=Path(args.privatekey), prefix=args.s3_prefix,
+                        ec2_cert=Path(args.ec2cert) if args.ec2cert else None)
+    req = Request(image=Path(args.image), name=args.name, regions=args.regions, arch=args.arch,
+                  variant=args.variant, pvgrub_version=args.pvgrub, backing="s3" if s3 else "ebs",
+                  description=args.description, tags=_tags(args.tag), root_device=args.root_device,
+                  replace=args.replace, live_aki=not args.table,
+                  report=Path(args.report) if args.report else None,
+                  ebs=EbsSettings(args.volume_size, args.volume_type, not args.keep_volume), s3=s3,
+                  snapshot_id=args.snapshot_id)
+    registered = register(req, say=_say)
+    _print_registered(registered, args.json)
+    return 0
+
+
+def cmd_instance(args: argparse.Namespace) -> int:
+    from pvbuild.aws.clients import client
+    from pvbuild.aws.instance import plan_upgrade, upgrade
+
+    ec2 = client("ec2", args.region)
+    plan = plan_upgrade(ec2, args.instance_id, args.region, variant=args.variant, version=args.version,
+                        live=not args.table)
+    if args.json:
+        json.dump({**plan.to_json(), "dry_run": args.dry_run}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        head = "would" if args.dry_run else "will"
+        sys.stdout.write(f"{plan.instance_id} ({plan.state}, {plan.architecture}): {head}\n")
+        for i, step in enumerate(plan.steps, 1):
+            sys.stdout.write(f"  {i}. {step}\n")
+    if not args.dry_run:
+        upgrade(ec2, plan, say=_say)
+    return 0
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
@@ -168,12 +283,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
     from pvbuild.aws.snapshot import snapshot_image
 
-    tags = {}
-    for t in args.tag:
-        key, sep, value = t.partition("=")
-        if not sep or not key:
-            raise PvbuildError(f"--tag {t!r}: write KEY=VALUE")
-        tags[key] = value
+    tags = _tags(args.tag)
     ebs = boto3.client("ebs", region_name=args.region, endpoint_url=os.environ.get("PVBUILD_EBS_ENDPOINT"))
     ec2 = None if args.no_wait else boto3.client("ec2", region_name=args.region,
                                                  endpoint_url=os.environ.get("PVBUILD_EC2_ENDPOINT"))
@@ -274,6 +384,14 @@ def cmd_build(args: argparse.Namespace) -> int:
         sys.stderr.write(f"pvbuild: warning: {w}\n")
     built = build(plan, verbose=args.verbose)
     sys.stdout.write(f"{built.image}\n")
+    if plan.aws is not None and not args.no_ship:
+        from pvbuild.aws.register import register, request_from_plan
+
+        registered = register(request_from_plan(plan, built.image),
+                              say=_say)
+        (built.directory / "amis.json").write_text(
+            json.dumps({"amis": [r.to_json() for r in registered]}, indent=2) + "\n")
+        _print_registered(registered, False)
     return 0
 
 
@@ -302,7 +420,7 @@ def _is_aws_environment_error(e: Exception) -> bool:
 
 COMMANDS = {"check": cmd_check, "build": cmd_build, "plan": cmd_plan, "menu": cmd_menu, "schema": cmd_schema,
             "aki": cmd_aki, "ami": cmd_ami, "bundle": cmd_bundle, "unbundle": cmd_unbundle,
-            "snapshot": cmd_snapshot, "upload": cmd_upload}
+            "snapshot": cmd_snapshot, "upload": cmd_upload, "register": cmd_register, "instance": cmd_instance}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,16 +9,20 @@ distro's 32-bit kernel has no Xen PV, and an hd00 AKI with a partitionless disk 
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import jinja2
 
 from pvbuild import __version__
 from pvbuild.distros import debian
 from pvbuild.planmodel import (
+    AkiChoice,
+    AwsPlan,
+    BundlePlan,
     DiskPlan,
     DistroPlan,
     FileOverlay,
@@ -312,7 +316,7 @@ def make_plan(recipe: Recipe, located: Located, recipe_path: Path) -> Plan:
         else:
             p.add(("disk", "table"), "GPT images are not built yet", "use table: mbr")
     for key in ("ramdisk_id", "ramdisk", "ari"):
-        if key in recipe.aws:
+        if recipe.aws is not None and getattr(recipe.aws, key) is not None:
             p.add(("aws", key), "a ramdisk (ARI) must not be given with a PV-GRUB AKI (seed: \"You must not "
                                 "specify an Amazon ramdisk image (ARI) when using a PV-GRUB AKI\"); PV-GRUB "
                                 "would take it for its menu", "remove it: the initrd is named in menu.lst")
@@ -410,11 +414,68 @@ def make_plan(recipe: Recipe, located: Located, recipe_path: Path) -> Plan:
         out_dir = (base / out_dir) if recipe.output.directory else (Path.cwd() / out_dir)
     output = OutputPlan(str(out_dir.resolve()), f"{recipe.name}.raw", tuple(recipe.output.formats))
     sde = _source_date_epoch(recipe, recipe_path, warnings)
-    aws: dict[str, Any] = dict(recipe.aws)
+    aws = _aws_plan(recipe, base, variant, pvgrub_arch, p)
+    p.raise_if_any()
     return Plan(str(recipe_path.resolve()), recipe.name, recipe.hostname or recipe.name, sde, distro, kernel,
                 initrd, disk, menu, PvgrubPlan(recipe.pvgrub.version, variant, pvgrub_arch),
                 tuple(files), tuple(users), tuple(recipe.ssh_authorized_keys), output, aws, tuple(warnings),
                 __version__)
+
+
+def _aws_plan(recipe: Recipe, base: Path, variant: str, arch: str, p: _Problems) -> AwsPlan | None:
+    """The `aws` section resolved: regions with PV-GRUB AKIs, bundle files that exist, a valid AMI name."""
+    from pvbuild.aws import aki
+    from pvbuild.aws.register import _AMI_NAME, root_device_for
+
+    a = recipe.aws
+    if a is None:
+        return None
+    if not a.regions:
+        p.add(("aws", "regions"), "no region to register in", "list at least one, e.g. regions: [us-east-1]")
+    if len(set(a.regions)) != len(a.regions):
+        p.add(("aws", "regions"), "a region is listed twice")
+    choices: list[AkiChoice] = []
+    for i, region in enumerate(a.regions):
+        try:
+            chosen = aki.select(region, arch, variant, None, live=False)
+        except aki.AkiError as e:
+            p.add(("aws", "regions", i), str(e).splitlines()[0],
+                  "PV-GRUB AKIs exist in: " + ", ".join(aki.regions()))
+            continue
+        choices.append(AkiChoice(region, chosen.aki_id, chosen.name))
+    name = a.ami_name or recipe.name
+    if not _AMI_NAME.fullmatch(name):
+        p.add(("aws", "ami_name"), f"{name!r} is not a valid AMI name",
+              "3-128 characters: letters, digits, ( ) [ ] . / - ' @ _ and space")
+    bundle: BundlePlan | None = None
+    if a.backing == "s3":
+        if a.bundle is None:
+            p.add(("aws", "backing"), "an S3-backed AMI needs aws.bundle (bucket, user, cert, private_key)")
+        else:
+            b = a.bundle
+            if len(a.regions) > 1 and "{region}" not in b.bucket:
+                p.add(("aws", "bundle", "bucket"), f"one bucket {b.bucket!r} for {len(a.regions)} regions: a "
+                                                   "bucket lives in one region", "put {region} in the name")
+            paths: dict[str, str | None] = {}
+            for key in ("cert", "private_key", "ec2_cert"):
+                value = getattr(b, key)
+                if value is None:
+                    paths[key] = None
+                    continue
+                resolved = (base / value).resolve()
+                if not resolved.is_file():
+                    p.add(("aws", "bundle", key), f"{resolved} does not exist", "paths are relative to the recipe")
+                paths[key] = str(resolved)
+            bundle = BundlePlan(b.bucket, b.prefix, b.user.replace("-", ""), paths["cert"] or "",
+                                paths["private_key"] or "", paths["ec2_cert"])
+    elif a.bundle is not None:
+        p.add(("aws", "bundle"), "aws.bundle is only used with backing: s3", "remove it, or set backing: s3")
+    root_device = a.root_device or root_device_for(variant)
+    if not re.fullmatch(r"/dev/(sd|xvd)[a-z]\d*", root_device):
+        p.add(("aws", "root_device"), f"{root_device!r} is not a device name", "e.g. /dev/sda1")
+    return AwsPlan(tuple(a.regions), name, a.description, a.backing, a.ebs.volume_size, a.ebs.volume_type,
+                   a.ebs.delete_on_termination, bundle, tuple(sorted(a.tags.items())), a.aki, a.replace,
+                   root_device, tuple(choices))
 
 
 def load_plan(path: str | Path) -> Plan:

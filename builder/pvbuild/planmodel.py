@@ -7,7 +7,7 @@ the rootfs build, the elements, the disk layout, the check — reads the Plan on
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 TableKind = Literal["none", "mbr"]
@@ -151,6 +151,42 @@ class OutputPlan:
 
 
 @dataclass(frozen=True)
+class BundlePlan:
+    bucket: str  # may contain {region}
+    prefix: str
+    user: str  # 12 digits
+    cert: str  # absolute
+    private_key: str  # absolute
+    ec2_cert: str | None  # absolute; None: the certificate pvbuild ships for each region
+
+
+@dataclass(frozen=True)
+class AkiChoice:
+    region: str
+    aki_id: str
+    name: str  # pv-grub-hd0_1.05-x86_64.gz
+
+
+@dataclass(frozen=True)
+class AwsPlan:
+    """Where and how the built image is registered (the recipe's `aws` section, resolved)."""
+
+    regions: tuple[str, ...]
+    ami_name: str
+    description: str
+    backing: str  # "ebs" | "s3"
+    volume_size_gib: int | None
+    volume_type: str
+    delete_on_termination: bool
+    bundle: BundlePlan | None
+    tags: tuple[tuple[str, str], ...]
+    aki_lookup: str  # "live" | "table"
+    replace: bool
+    root_device: str  # /dev/sda1 (partitionless) or /dev/sda (partitioned)
+    table_akis: tuple[AkiChoice, ...]  # the embedded table's choice per region; live lookup may pick newer
+
+
+@dataclass(frozen=True)
 class Plan:
     recipe: str  # the recipe file, absolute
     name: str
@@ -166,7 +202,7 @@ class Plan:
     users: tuple[UserPlan, ...]
     root_ssh_authorized_keys: tuple[str, ...]
     output: OutputPlan
-    aws: dict[str, Any] = field(default_factory=dict)
+    aws: AwsPlan | None = None
     warnings: tuple[str, ...] = ()
     pvbuild_version: str = ""
 

@@ -156,6 +156,40 @@ class Output(_Model):
     formats: list[Literal["raw"]] = Field(default_factory=lambda: list[Literal["raw"]](["raw"]))
 
 
+class AwsEbs(_Model):
+    volume_size: int | None = Field(None, ge=1, le=16384, description="root volume GiB; default: the image size "
+                                                                      "rounded up")
+    volume_type: Literal["standard", "gp2", "gp3", "io1", "io2", "st1", "sc1"] = "gp2"
+    delete_on_termination: bool = True
+
+
+class AwsBundle(_Model):
+    bucket: str = Field(description="S3 bucket; put {region} in it when registering in several regions")
+    prefix: str = Field("", description="key prefix inside the bucket")
+    user: str = Field(pattern=r"^\d{4}-?\d{4}-?\d{4}$", description="your 12-digit AWS account number")
+    cert: str = Field(description="your X.509 certificate (PEM), relative to the recipe")
+    private_key: str = Field(description="its private key (PEM), relative to the recipe")
+    ec2_cert: str | None = Field(None, description="EC2's certificate; default: the one pvbuild ships per region")
+
+
+class Aws(_Model):
+    regions: list[str] = Field(default_factory=list, description="register in each (each with its own PV-GRUB AKI)")
+    ami_name: str | None = Field(None, description="AMI name; default: the recipe name")
+    description: str = ""
+    backing: Literal["ebs", "s3"] = Field("ebs", description="ebs: snapshot (EBS direct APIs); s3: a bundle")
+    ebs: AwsEbs = Field(default_factory=lambda: AwsEbs.model_validate({}))
+    bundle: AwsBundle | None = Field(None, description="needed for backing: s3")
+    tags: dict[str, str] = Field(default_factory=dict, description="on the AMI (and the snapshot)")
+    aki: Literal["live", "table"] = Field("live", description="live: ask EC2 for the latest PV-GRUB AKI (falls "
+                                                               "back to the table); table: pvbuild's table only")
+    replace: bool = Field(False, description="deregister an existing AMI of the same name first")
+    root_device: str | None = Field(None, description="default: /dev/sda1 (partitionless) or /dev/sda (MBR)")
+    # Accepted only to be refused with the seed's reason (plan.py): never a ramdisk with PV-GRUB.
+    ramdisk_id: str | None = Field(None, description="never: PV-GRUB AMIs must not name a ramdisk (ARI)")
+    ramdisk: str | None = Field(None, description="never (see ramdisk_id)")
+    ari: str | None = Field(None, description="never (see ramdisk_id)")
+
+
 class Recipe(_Model):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     hostname: str | None = None
@@ -173,7 +207,7 @@ class Recipe(_Model):
     users: list[User] = Field(default_factory=list)
     ssh_authorized_keys: list[str] = Field(default_factory=list, description="for root")
     output: Output = Field(default_factory=lambda: Output.model_validate({}))
-    aws: dict[str, Any] = Field(default_factory=dict, description="shipping settings (region, bundle, ebs, ...)")
+    aws: Aws | None = Field(None, description="ship it: register an AMI in each region after the build")
 
 
 class Problem:
