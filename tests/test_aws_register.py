@@ -31,6 +31,7 @@ from pvbuild.aws.register import (
     RegisterError,
     RegisterRefused,
     Request,
+    S3Settings,
     register,
     register_params,
 )
@@ -225,6 +226,29 @@ def test_existing_snapshot_is_registered_without_upload(rec: Recorder, good_imag
     assert str(wire["BlockDeviceMapping.1.Ebs.VolumeSize"]) == "8"
     assert wire["BlockDeviceMapping.1.Ebs.VolumeType"] == "gp3"
     assert r.snapshot_id == snap
+
+
+def test_s3_backed_registration_bundles_per_region(rec: Recorder, good_image: Path, tmp_path: Path) -> None:
+    """S3-backed: a bundle per region (its AKI in the manifest), uploaded to that region's bucket, registered
+    with ImageLocation and the region's KernelId; no snapshot, no block device mapping."""
+    from tests.test_aws_bundle import _identity
+
+    user = _identity(tmp_path, "user")
+    s3 = S3Settings(bucket="pvbuild-amis-{region}", user="123456789012", cert=user.cert, private_key=user.key,
+                    prefix="images/v1")
+    out = register(_req(good_image, "pvbuild-s3", ["us-east-1", "eu-west-1"], backing="s3", s3=s3), clients=rec)
+    assert not rec.ops("StartSnapshot") and not rec.ops("CopySnapshot")
+    for r, kernel in zip(out, ("aki-5c21674b", "aki-dc9ed9af"), strict=True):
+        bucket = f"pvbuild-amis-{r.region}"
+        assert r.image_location == f"{bucket}/images/v1/{good_image.name}.manifest.xml"
+        [wire] = rec.ops("RegisterImage", r.region)
+        assert wire["ImageLocation"] == r.image_location and wire["KernelId"] == kernel
+        assert wire["Architecture"] == "x86_64" and wire["VirtualizationType"] == "paravirtual"
+        assert not [k for k in wire if k.startswith(("BlockDeviceMapping", "RootDeviceName", "RamdiskId"))]
+        body = rec("s3", r.region).get_object(Bucket=bucket, Key=f"images/v1/{good_image.name}.manifest.xml")
+        manifest = body["Body"].read().decode()
+        assert f"<kernel_id>{kernel}</kernel_id>" in manifest and "ramdisk" not in manifest
+    assert not list(good_image.parent.glob(".bundle-*")), "the bundles' work folders are removed"
 
 
 def test_bad_requests(good_image: Path, rec: Recorder) -> None:

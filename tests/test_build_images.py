@@ -403,3 +403,62 @@ def test_interrupt_leaves_nothing(area: Path, stage: str, partitionless: tuple[P
     assert p.returncode == 0, output
     assert f"BUILT {partitionless[1].sha256}" in output
     shutil.rmtree(base)
+
+
+# --- shipping a built image ----------------------------------------------------------------------------------
+def test_built_image_bundle_round_trips_with_the_reference_pipeline(partitionless: tuple[Plan, BuiltImage],
+                                                                      area: Path) -> None:
+    """The built image, bundled: the reference shell pipeline (openssl pkeyutl/enc, gunzip, tar) and
+    `pvbuild unbundle` both give back the identical image."""
+    from pvbuild.aws.bundle import bundle, unbundle
+    from pvbuild.build.pipeline import sha256_file
+    from tests.test_aws_bundle import _identity, _reference_pipeline
+
+    _, b = partitionless
+    d = area / "bundle-round-trip"
+    (d / "b").mkdir(parents=True)
+    try:
+        user, ec2 = _identity(d, "user"), _identity(d, "ec2")
+        res = bundle(b.image, user_cert=user.cert, user_key=user.key, ec2_cert=ec2.cert, user="123456789012",
+                     arch="x86_64", destination=d / "b", kernel_id="aki-5c21674b")
+        assert res.size == b.image_bytes and res.bundled_size < b.allocated_bytes  # holes never reach the tar
+        (d / "ref").mkdir()
+        _reference_pipeline(res.manifest, user.key, d / "ref", "tar -x")
+        assert sha256_file(d / "ref" / b.image.name) == b.sha256
+        (d / "ref" / b.image.name).unlink()
+        mine = unbundle(res.manifest, user_key=user.key, destination=d / "ref", user_cert=user.cert)
+        assert sha256_file(mine) == b.sha256
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_built_image_ships_to_every_region(partitionless: tuple[Plan, BuiltImage]) -> None:
+    """The build's ship stage (a recipe's aws section) against moto: one snapshot, one AMI per region with that
+    region's AKI, amis.json beside the image; the build's boot report and SHA256SUMS vouch for the image."""
+    from dataclasses import replace
+
+    from pvbuild.aws.register import ship_built
+    from pvbuild.planmodel import AwsPlan
+    from tests.motoserver import moto_endpoint
+    from tests.test_aws_register import Recorder
+
+    plan, b = partitionless
+    aws = AwsPlan(regions=("us-east-1", "ap-northeast-1"), ami_name="pvbuild-built", description="built",
+                  backing="ebs", volume_size_gib=None, volume_type="gp2", delete_on_termination=True, bundle=None,
+                  tags=(("recipe", plan.name),), aki_lookup="table", replace=False, root_device="/dev/sda1",
+                  table_akis=())
+    try:
+        with moto_endpoint() as url:
+            rec = Recorder(url)
+            amis = ship_built(replace(plan, aws=aws), b.image, clients=rec)
+            assert [(a.region, a.kernel_id) for a in amis] == [("us-east-1", "aki-5c21674b"),
+                                                               ("ap-northeast-1", "aki-7077ab11")]
+            written = json.loads((b.directory / "amis.json").read_text())["amis"]
+            assert [a["ami_id"] for a in written] == [a.ami_id for a in amis]
+            assert len(rec.ops("StartSnapshot")) == 1 and len(rec.ops("CopySnapshot")) == 1
+            for a in amis:
+                [wire] = rec.ops("RegisterImage", a.region)
+                assert wire["KernelId"] == a.kernel_id and wire["Architecture"] == "x86_64"
+                assert str(wire["BlockDeviceMapping.1.Ebs.VolumeSize"]) == str(-(-b.image_bytes // 2**30))
+    finally:
+        (b.directory / "amis.json").unlink(missing_ok=True)

@@ -409,3 +409,20 @@ def request_from_plan(plan: Plan, image: Path) -> Request:
                    description=a.description, tags=dict(a.tags), root_device=a.root_device, replace=a.replace,
                    live_aki=a.aki_lookup == "live",
                    ebs=EbsSettings(a.volume_size_gib, a.volume_type, a.delete_on_termination), s3=s3)
+
+
+def ship_built(plan: Plan, image: Path, *, clients: ClientFactory = client,
+               say: Callable[[str], None] = lambda _m: None) -> list[Registered]:
+    """The build's last stage: register the image as its recipe's `aws` section says, write `amis.json` next to
+    it (written whole, under a temporary name first) and return the AMIs."""
+    import os
+    import tempfile
+
+    registered = register(request_from_plan(plan, image), clients=clients, say=say)
+    fd, tmp = tempfile.mkstemp(prefix=".amis-", suffix=".json", dir=image.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump({"amis": [r.to_json() for r in registered]}, f, indent=2)
+        f.write("\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, image.parent / "amis.json")
+    return registered
