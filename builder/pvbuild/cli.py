@@ -385,13 +385,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     built = build(plan, verbose=args.verbose)
     sys.stdout.write(f"{built.image}\n")
     if plan.aws is not None and not args.no_ship:
-        from pvbuild.aws.register import register, request_from_plan
+        from pvbuild.aws.register import ship_built
 
-        registered = register(request_from_plan(plan, built.image),
-                              say=_say)
-        (built.directory / "amis.json").write_text(
-            json.dumps({"amis": [r.to_json() for r in registered]}, indent=2) + "\n")
-        _print_registered(registered, False)
+        _print_registered(ship_built(plan, built.image, say=_say), False)
     return 0
 
 
