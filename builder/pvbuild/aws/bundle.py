@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from pvbuild.aws.pgzip import ParallelGzipWriter
 from pvbuild.errors import EXIT_CHECK_FAILED, PvbuildError, UsageError
 from pvbuild.sparse import data_ranges
 
@@ -42,6 +43,7 @@ DEFAULT_PART_SIZE = 10 * 1024 * 1024
 DEFAULT_BLOCK_DEVICE_MAPPING = {"ami": "sda1", "root": "/dev/sda1"}
 ARCHES = ("x86_64", "i386")
 CHUNK = 1024 * 1024
+GZIP_LEVEL = 9  # ec2-bundle-image's gzip -9
 BLOCK = 512
 
 
@@ -286,7 +288,6 @@ def bundle(image: Path, *, user_cert: Path, user_key: Path, ec2_cert: Path, user
     key = secrets.token_bytes(16)
     iv = secrets.token_bytes(16)
     tar_hash = hashlib.sha1()  # noqa: S324 - the format's digest
-    gz = zlib.compressobj(9, zlib.DEFLATED, 31)
     encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
     pkcs7 = padding.PKCS7(128).padder()
     parts = _PartWriter(destination, part_size)
@@ -296,10 +297,12 @@ def bundle(image: Path, *, user_cert: Path, user_key: Path, ec2_cert: Path, user
             parts.write(encryptor.update(pkcs7.update(data)))
 
     try:
-        for chunk in _tar_stream(image, name):
-            tar_hash.update(chunk)
-            emit(gz.compress(chunk))
-        emit(gz.flush())
+        # gzip -9 as one standard member, compressed on every core (pigz's way); the tar stream is hashed, and
+        # the compressed stream encrypted and split, in this thread, in order.
+        with ParallelGzipWriter(emit, level=GZIP_LEVEL) as gz:
+            for chunk in _tar_stream(image, name):
+                tar_hash.update(chunk)
+                gz.write(chunk)
         parts.write(encryptor.update(pkcs7.finalize()) + encryptor.finalize())
         parts.finish()
         count = len(parts.temps)
