@@ -192,7 +192,9 @@ def cmd_register(args: argparse.Namespace) -> int:
                   report=Path(args.report) if args.report else None,
                   ebs=EbsSettings(args.volume_size, args.volume_type, not args.keep_volume), s3=s3,
                   snapshot_id=args.snapshot_id)
-    registered = register(req, say=_say)
+    from pvbuild.build.run import Log
+
+    registered = register(req, say=_say, progress=Log().progress)
     _print_registered(registered, args.json)
     return 0
 
@@ -287,7 +289,14 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     ebs = boto3.client("ebs", region_name=args.region, endpoint_url=os.environ.get("PVBUILD_EBS_ENDPOINT"))
     ec2 = None if args.no_wait else boto3.client("ec2", region_name=args.region,
                                                  endpoint_url=os.environ.get("PVBUILD_EC2_ENDPOINT"))
-    result = snapshot_image(ebs, Path(args.image), description=args.description, tags=tags, ec2=ec2)
+    from pvbuild.aws.snapshot import data_blocks
+    from pvbuild.build.run import Log
+
+    image = Path(args.image)
+    total = sum(1 for _ in data_blocks(image)) if image.is_file() else None
+    with Log().progress("EBS blocks", total) as advance:
+        result = snapshot_image(ebs, image, description=args.description, tags=tags, ec2=ec2,
+                                progress=lambda _n: advance(1))
     sys.stdout.write(f"{result.snapshot_id}\n")
     sys.stderr.write(f"pvbuild: {result.volume_size_gib} GiB snapshot: {result.blocks_sent} blocks sent, "
                      f"{result.blocks_skipped} empty blocks skipped\n")
@@ -386,8 +395,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     sys.stdout.write(f"{built.image}\n")
     if plan.aws is not None and not args.no_ship:
         from pvbuild.aws.register import ship_built
+        from pvbuild.build.run import Log
 
-        _print_registered(ship_built(plan, built.image, say=_say), False)
+        _print_registered(ship_built(plan, built.image, say=_say, progress=Log().progress), False)
     return 0
 
 

@@ -22,6 +22,7 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -288,9 +289,14 @@ def _client_error(region: str, action: str, e: Exception) -> RegisterError:
 
 # ---------------------------------------------------------------- the whole job
 
-def register(req: Request, *, clients: ClientFactory = client,
-             say: Callable[[str], None] = lambda _m: None) -> list[Registered]:
-    """Check, upload and register `req.image` in every region; one Registered per region, in region order."""
+Progress = Callable[[str, float | None], AbstractContextManager[Callable[[float], None]]]
+
+
+def register(req: Request, *, clients: ClientFactory = client, say: Callable[[str], None] = lambda _m: None,
+             progress: Progress | None = None) -> list[Registered]:
+    """Check, upload and register `req.image` in every region; one Registered per region, in region order.
+
+    `progress(description, total)` (e.g. build.run.Log.progress) shows the snapshot upload, in blocks."""
     from botocore.exceptions import ClientError
 
     validate(req)
@@ -319,12 +325,14 @@ def register(req: Request, *, clients: ClientFactory = client,
     base_snapshot: str | None = req.snapshot_id
     size_gib: int | None = req.ebs.volume_size_gib
     if req.backing == "ebs" and base_snapshot is None:
-        from pvbuild.aws.snapshot import snapshot_image
+        from pvbuild.aws.snapshot import data_blocks, snapshot_image
 
         first = targets[0].region
         say(f"{first}: uploading {req.image} as an EBS snapshot")
-        snap = snapshot_image(clients("ebs", first), req.image, description=f"{req.name}: {req.image.name}",
-                              tags=req.tags, ec2=clients("ec2", first))
+        bar = progress or (lambda _d, _t: nullcontext(lambda _n: None))
+        with bar(f"{first}: EBS blocks", sum(1 for _ in data_blocks(req.image))) as advance:
+            snap = snapshot_image(clients("ebs", first), req.image, description=f"{req.name}: {req.image.name}",
+                                  tags=req.tags, ec2=clients("ec2", first), progress=lambda _n: advance(1))
         base_snapshot = snap.snapshot_id
         say(f"{first}: {snap.snapshot_id}: {snap.blocks_sent} blocks sent, {snap.blocks_skipped} empty skipped")
         if size_gib is None:
@@ -412,13 +420,13 @@ def request_from_plan(plan: Plan, image: Path) -> Request:
 
 
 def ship_built(plan: Plan, image: Path, *, clients: ClientFactory = client,
-               say: Callable[[str], None] = lambda _m: None) -> list[Registered]:
+               say: Callable[[str], None] = lambda _m: None, progress: Progress | None = None) -> list[Registered]:
     """The build's last stage: register the image as its recipe's `aws` section says, write `amis.json` next to
     it (written whole, under a temporary name first) and return the AMIs."""
     import os
     import tempfile
 
-    registered = register(request_from_plan(plan, image), clients=clients, say=say)
+    registered = register(request_from_plan(plan, image), clients=clients, say=say, progress=progress)
     fd, tmp = tempfile.mkstemp(prefix=".amis-", suffix=".json", dir=image.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump({"amis": [r.to_json() for r in registered]}, f, indent=2)
