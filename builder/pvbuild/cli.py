@@ -31,6 +31,21 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--variant", default="hd0", choices=["hd0", "hd00"], help="AKI variant (hd0)")
     c.add_argument("--arch", default="x86_64", choices=["x86_64", "i386"], help="PV-GRUB architecture (x86_64)")
     c.add_argument("--json", action="store_true", help="print the JSON report on stdout")
+    bo = sub.add_parser("boot", help="really boot a raw image as a Xen PV guest (QEMU, Xen, GRUB 2 legacy loader)",
+                        description="Boot IMAGE read-only (through a copy-on-write overlay) as a Xen PV guest on a "
+                                    "cached Xen test host under QEMU, and report whether it reached userspace.")
+    bo.add_argument("image", metavar="IMAGE", nargs="?", help="raw disk image (partitionless or MBR)")
+    bo.add_argument("--variant", default="hd0", choices=["hd0", "hd00"],
+                    help="loader: hd0 reads (hd0)/boot/grub/menu.lst, hd00 (hd0,0)/boot/grub/menu.lst or "
+                         "(hd0,0)/grub/menu.lst (default: hd0)")
+    bo.add_argument("--arch", default="x86_64", choices=["x86_64"], help="guest architecture (x86_64)")
+    bo.add_argument("--timeout", type=float, default=300.0, metavar="S",
+                    help="seconds the guest gets to reach userspace (300)")
+    bo.add_argument("--json", action="store_true", help="print the JSON report on stdout")
+    bo.add_argument("--prepare", action="store_true",
+                    help="build the Xen test host and save a booted dom0 ahead of time (IMAGE optional)")
+    bo.add_argument("--cold", action="store_true", help="boot dom0 from scratch instead of restoring the saved one")
+    bo.add_argument("-v", "--verbose", action="store_true", help="show the commands run")
     b = sub.add_parser("build", help="build the image a recipe describes (also: pvbuild RECIPE.yaml)",
                        description="Build, check and write the image a recipe describes.")
     b.add_argument("recipe", metavar="RECIPE", help="recipe file (YAML)")
@@ -415,6 +430,35 @@ def cmd_check(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
+def cmd_boot(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pvbuild.boot.run import boot_image, prepare, render_text
+    from pvbuild.build.run import Log
+
+    log = Log(verbose=args.verbose)
+    if args.prepare:
+        summary = prepare(log)
+        if args.image is None:
+            if args.json:
+                json.dump(summary, sys.stdout, indent=2)
+            else:
+                sys.stdout.write(f"Xen test host ready: {summary['snapshot']} ({summary['accel']}: "
+                                 f"{summary['accel_reason']})")
+            sys.stdout.write("\n")
+            return 0
+    if args.image is None:
+        raise PvbuildError("boot: give the IMAGE to boot (or --prepare to only prepare the Xen test host)")
+    result = boot_image(Path(args.image), variant=args.variant, arch=args.arch, timeout=args.timeout, log=log,
+                        use_snapshot=not args.cold)
+    if args.json:
+        json.dump(result.to_json(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(render_text(result))
+    return result.exit_code
+
+
 def _is_aws_environment_error(e: Exception) -> bool:
     """No credentials, no endpoint, no network: an environment problem (exit 3), not a bug."""
     try:
@@ -426,7 +470,8 @@ def _is_aws_environment_error(e: Exception) -> bool:
 
 COMMANDS = {"check": cmd_check, "build": cmd_build, "plan": cmd_plan, "menu": cmd_menu, "schema": cmd_schema,
             "aki": cmd_aki, "ami": cmd_ami, "bundle": cmd_bundle, "unbundle": cmd_unbundle,
-            "snapshot": cmd_snapshot, "upload": cmd_upload, "register": cmd_register, "instance": cmd_instance}
+            "snapshot": cmd_snapshot, "upload": cmd_upload, "register": cmd_register, "instance": cmd_instance,
+            "boot": cmd_boot}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
