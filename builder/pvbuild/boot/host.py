@@ -76,6 +76,7 @@ def host_inputs(mirror: str, security: str, tool_version: str) -> dict[str, obje
         "security": security,
         "runner": dom0files.runner_script(),
         "runner_unit": dom0files.RUNNER_UNIT,
+        "block_script": dom0files.BLOCK_SCRIPT,
         "loaders": dom0files.LOADER_CONFIGS,
         "loader_modules": dom0files.LOADER_MODULES,
         "modules": dom0files.DOM0_MODULES,
@@ -211,6 +212,7 @@ def _customize(tree: Path, log: Log) -> None:
     _write(tree / "etc/fstab", "/dev/vda / ext4 defaults 0 1\n")
     _write(tree / "etc/modules-load.d/pvbuild.conf", dom0files.DOM0_MODULES)
     _write(tree / dom0files.RUNNER_PATH.lstrip("/"), dom0files.runner_script(), 0o755)
+    _write(tree / dom0files.BLOCK_SCRIPT_PATH.lstrip("/"), dom0files.BLOCK_SCRIPT, 0o755)
     _write(tree / "etc/systemd/system" / dom0files.RUNNER_UNIT_NAME, dom0files.RUNNER_UNIT)
     run(["chroot", tree, "systemctl", "enable", dom0files.RUNNER_UNIT_NAME], log=log)
     run(["chroot", tree, "systemctl", "mask", *dom0files.DOM0_MASKED], log=log)

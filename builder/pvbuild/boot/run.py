@@ -29,7 +29,7 @@ from pvbuild.boot import host as host_mod
 from pvbuild.boot import vm as vm_mod
 from pvbuild.boot.accel import decide_accel
 from pvbuild.build.run import Log
-from pvbuild.build.workspace import work_dir
+from pvbuild.build.workspace import sigterm_as_interrupt, work_dir
 from pvbuild.errors import UsageError
 
 GUEST_ID = "1"
@@ -98,6 +98,11 @@ def check_input(image: Path, variant: str, arch: str, timeout: float) -> None:
 
 def prepare(log: Log, *, cache: Path | None = None, accel: str | None = None) -> dict[str, Any]:
     """Build the Xen test host, decide the accelerator and save a booted dom0: what `boot --prepare` does."""
+    with sigterm_as_interrupt():
+        return _prepare(log, cache, accel)
+
+
+def _prepare(log: Log, cache: Path | None, accel: str | None) -> dict[str, Any]:
     t0 = time.monotonic()
     host, cached = host_mod.ensure_host(log, cache=cache)
     t_host = time.monotonic() - t0
@@ -133,7 +138,12 @@ def boot_image(image: Path, *, variant: str = "hd0", arch: str = "x86_64", timeo
     """Boot `image` read-only on the Xen test host (prepared first when missing) and report what happened."""
     image = Path(os.path.abspath(image))
     check_input(image, variant, arch, timeout)
-    log = log or Log()
+    with sigterm_as_interrupt():  # SIGTERM unwinds like Ctrl-C: QEMU stopped, overlays and folders removed
+        return _boot_image(image, variant, timeout, log or Log(), cache, use_snapshot, accel, work_parent)
+
+
+def _boot_image(image: Path, variant: str, timeout: float, log: Log, cache: Path | None, use_snapshot: bool,
+                accel: str | None, work_parent: Path | None) -> BootResult:
     t0 = time.monotonic()
     host, _ = host_mod.ensure_host(log, cache=cache)
     chosen, why = decide_accel(host, log, force=accel)

@@ -18,9 +18,11 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -105,6 +107,9 @@ class Monitor:
                     self._sock.close()
                     raise VmError(f"QEMU's monitor socket {path} did not come up within 30 s") from None
                 time.sleep(0.05)
+            except OSError as e:
+                self._sock.close()
+                raise VmError(f"cannot connect to QEMU's monitor {path}: {e}") from None
         self._sock.settimeout(timeout)
         self._until_prompt()
 
@@ -206,7 +211,9 @@ def start(argv: Sequence[str], run_dir: Path, dom0_disk: Path, *, incoming: Path
     """Start QEMU with `argv` plus the dom0 disk, serial file and monitor; quit it when the block ends."""
     which(QEMU)
     serial = run_dir / "serial.log"
-    mon = run_dir / "monitor.sock"
+    # A unix socket path has at most 107 bytes: the monitor lives in a short folder of its own.
+    mon_dir = Path(tempfile.mkdtemp(prefix="pvbmon-", dir="/tmp"))
+    mon = mon_dir / "monitor.sock"
     full = [*argv, "-drive", f"file={_safe(dom0_disk)},if=virtio,format=qcow2",
             "-serial", f"file:{_safe(serial)}", "-monitor", f"unix:{_safe(mon)},server,nowait"]
     if incoming is not None:
@@ -230,6 +237,7 @@ def start(argv: Sequence[str], run_dir: Path, dom0_disk: Path, *, incoming: Path
             monitor.quit()
             monitor.close()
         _stop(proc)
+        shutil.rmtree(mon_dir, ignore_errors=True)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
