@@ -33,16 +33,20 @@ Finding codes carried by `GrubError.code`:
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
 
 from pvbuild.pvgrub.blockio import SECTOR, Volume
 from pvbuild.pvgrub.errors import Err, GrubError
 from pvbuild.pvgrub.findings import Finding, error, info, warning
-from pvbuild.pvgrub.fs.base import File, Filesystem, FsIdentity
+from pvbuild.pvgrub.fs.base import DIR_MAX_ENTRIES, DirEntry, File, Filesystem, FsIdentity, Inode
 
 __all__ = ["Ext2File", "Ext2Filesystem", "Superblock", "identify", "mount"]
 
 _U32 = 0xFFFFFFFF
+_T = TypeVar("_T")
 
 # --- on-disk constants (ext2_fs.h; the subset the C driver and blkid look at) ---
 SUPER_OFFSET = 1024  # fsys_ext2fs.c:35 SBLOCK = 2 sectors
@@ -856,6 +860,88 @@ class _Driver:
                 raise _Hang(f"directory inode {inode.ino}: entry at {loc} has rec_len 0 and does not match "
                             f"{_show(component)}; PV-GRUB rereads it forever")
 
+    def list_dir(self, inode: _Inode, limit: int) -> list[DirEntry]:
+        """Every entry of a directory, scanned as `_search` scans it (the loop GRUB runs with print_possibilities
+        set, fsys_ext2fs.c:1002-1091): linear up to i_size by rec_len, names cut at name_len or a NUL."""
+        bs = self.bs
+        loc = 0
+        last_blk = -1
+        data = b""
+        out: list[DirEntry] = []
+        while loc < inode.size:
+            if len(out) >= limit:
+                raise _Undefined(f"directory inode {inode.ino} has more than {limit} entries; the listing stops "
+                                 "there", code="fs-emulator-limit")
+            blk = loc >> self.bits
+            if blk != last_blk:
+                mapped = self.block_map(blk)
+                if mapped < 0:
+                    if not self.errnum:
+                        self.fail(Err.NONE, "fs-silent-failure",
+                                  f"directory inode {inode.ino} block {blk} maps to a negative block number")
+                    raise self.error()
+                read = self.rdfsb(mapped)
+                if read is None:
+                    self.fail(Err.FSYS_CORRUPT, "fs-corrupt",
+                              f"cannot read block {mapped} of directory inode {inode.ino}")
+                    raise self.error()
+                data = read
+                last_blk = blk
+            off = loc & (bs - 1)
+            if off + 8 > bs:
+                raise _Undefined(f"directory inode {inode.ino}: entry at {loc} crosses the block end")
+            d_ino = _u32(data, off)
+            rec_len = _u16(data, off + 4)
+            name_len = data[off + 6]
+            if rec_len == 0:
+                raise _Hang(f"directory inode {inode.ino}: entry at {loc} has rec_len 0")
+            if d_ino:
+                if off + 8 + name_len > bs:
+                    raise _Undefined(f"directory inode {inode.ino}: a name at {loc} runs past the block end")
+                name = data[off + 8:off + 8 + name_len].split(b"\0", 1)[0]
+                if name not in (b".", b".."):
+                    out.append(DirEntry(name, d_ino))
+            loc += rec_len
+        return out
+
+    def extent_runs(self, inode: _Inode, limit: int) -> list[tuple[int, int, int, bool]]:
+        """All (logical block, length, physical block, unwritten) leaves of an extent tree, as Linux maps them:
+        unlike GRUB's binary search (`ext4_block_map`), this sees holes and unwritten extents. Bounded by
+        `limit` leaves and _MAX_EXTENT_LEVELS levels."""
+        out: list[tuple[int, int, int, bool]] = []
+        stack: list[tuple[bytes, int, int]] = [(inode.copy[40:100], 0, 0)]
+        visits = 0
+        while stack:
+            node, level, expect_depth = stack.pop()
+            visits += 1
+            if _u16(node, 0) != EXT_MAGIC:
+                self.fail(Err.FSYS_CORRUPT, "fs-corrupt", f"inode {inode.ino}: bad extent magic")
+                raise self.error()
+            entries, depth = _u16(node, 2), _u16(node, 6)
+            if (level and depth != expect_depth) or level > _MAX_EXTENT_LEVELS or 12 + 12 * entries > len(node):
+                self.fail(Err.FSYS_CORRUPT, "fs-corrupt", f"inode {inode.ino}: inconsistent extent tree")
+                raise self.error()
+            if visits > limit or len(out) + entries > limit:
+                raise _Undefined(f"inode {inode.ino}: more than {limit} extents", code="fs-emulator-limit")
+            children = []
+            for k in range(entries):
+                off = 12 + 12 * k
+                if depth:
+                    leaf = _u32(node, off + 4) | _u16(node, off + 8) << 32
+                    block = self.rdfsb(leaf) if leaf < 1 << 32 else None
+                    if block is None:
+                        self.fail(Err.FSYS_CORRUPT, "fs-corrupt", f"inode {inode.ino}: cannot read extent block "
+                                                                  f"{leaf}")
+                        raise self.error()
+                    children.append((block, level + 1, depth - 1))
+                else:
+                    length = _u16(node, off + 4)
+                    unwritten = length > 32768
+                    physical = _u32(node, off + 8) | _u16(node, off + 6) << 32
+                    out.append((_u32(node, off), length - 32768 if unwritten else length, physical, unwritten))
+            stack.extend(reversed(children))
+        return out
+
     def _name_matches(self, component: bytes, data: bytes, start: int, name_len: int, dir_ino: int) -> bool:
         """substring(dirname, name) == 0 (char_io.c:1189-1205) on the entry's name, NUL-terminated at name_len
         (fsys_ext2fs.c:1072-1075): an embedded NUL ends the name early."""
@@ -1010,6 +1096,97 @@ class Ext2Filesystem(Filesystem):
             out.append(info("fs-beyond-2tib", f"{self.vol.name}: PV-GRUB addresses only the first 2 TiB (32-bit "
                                               "sectors); files stored beyond are misread"))
         return out
+
+    # --- inode-level access for directory walks (`pvbuild diff`) ---
+    @property
+    def root_ino(self) -> int:
+        return ROOT_INO
+
+    def _inode(self, ino: int) -> tuple[_Driver, _Inode]:
+        drv = _Driver(self)
+        overrun = self._buffer_overrun()
+        if overrun:
+            raise GrubError(Err.FSYS_CORRUPT, overrun, code="fs-feature-unsupported")
+        if not 1 <= ino <= self.sb.inodes_count:
+            raise GrubError(Err.FSYS_CORRUPT, f"inode number {ino} is outside 1..{self.sb.inodes_count}",
+                            code="fs-corrupt")
+        try:
+            if not drv.load_inode(ino):
+                raise drv.error()
+        except _Undefined as e:
+            drv.fail(Err.FSYS_CORRUPT, e.code, e.detail)
+            raise drv.error() from None
+        assert drv.inode is not None
+        return drv, drv.inode
+
+    @staticmethod
+    def _guarded(drv: _Driver, what: Callable[[], _T]) -> _T:
+        try:
+            return what()
+        except _Undefined as e:
+            drv.fail(Err.FSYS_CORRUPT, e.code, e.detail)
+            raise drv.error() from None
+        except _Hang as e:
+            drv.fail(Err.FSYS_CORRUPT, "fs-hang", str(e))
+            raise drv.error() from None
+
+    def stat(self, ino: int) -> Inode:
+        _, inode = self._inode(ino)
+        c = inode.copy
+        size = inode.size | (inode.size_high << 32 if inode.mode & S_IFMT == S_IFREG else 0)
+        return Inode(ino=ino, mode=inode.mode, size=size, uid=_u16(c, 2) | _u16(c, 120) << 16,
+                     gid=_u16(c, 24) | _u16(c, 122) << 16, mtime=_u32(c, 16), nlink=_u16(c, 26))
+
+    def listdir(self, ino: int) -> list[DirEntry]:
+        drv, inode = self._inode(ino)
+        if inode.mode & S_IFMT != S_IFDIR:
+            raise GrubError(Err.BAD_FILETYPE, f"inode {ino} is not a directory (mode {inode.mode:o})",
+                            code="bad-file-type")
+        return self._guarded(drv, lambda: drv.list_dir(inode, DIR_MAX_ENTRIES))
+
+    def readlink(self, ino: int) -> bytes:
+        drv, inode = self._inode(ino)
+        if inode.mode & S_IFMT != S_IFLNK:
+            raise GrubError(Err.BAD_FILETYPE, f"inode {ino} is not a symlink (mode {inode.mode:o})",
+                            code="bad-file-type")
+        if inode.size > PATH_MAX * 4:
+            raise GrubError(Err.FILELENGTH, f"symlink inode {ino} claims {inode.size} bytes", code="fs-corrupt")
+        return self._guarded(drv, lambda: drv._link_target(inode))
+
+    def content(self, ino: int, chunk: int = 1 << 20) -> Iterator[bytes]:
+        drv, inode = self._inode(ino)
+        if inode.mode & S_IFMT != S_IFREG:
+            raise GrubError(Err.BAD_FILETYPE, f"inode {ino} is not a regular file (mode {inode.mode:o})",
+                            code="bad-file-type")
+        if inode.flags & INLINE_DATA_FL:
+            raise GrubError(Err.FSYS_CORRUPT, f"inode {ino} keeps its data inline (inline_data), which this reader "
+                                              "(like PV-GRUB) does not read", code="fs-feature-unsupported")
+        size = inode.size | inode.size_high << 32
+        bs = self.block_size
+        if not (self.sb.has_incompat(INCOMPAT_EXTENTS) and inode.flags & EXTENTS_FL):
+            # The classic block map reads holes (block 0) as zeros, as Linux does: GRUB's own read is right.
+            for pos in range(0, size, chunk):
+                drv.inode = inode
+                yield self._guarded(drv, partial(drv.read, pos, min(chunk, size - pos)))
+            return
+        runs = sorted(self._guarded(drv, lambda: drv.extent_runs(inode, 1 << 20)))
+        pos = 0
+        for lblk, length, pblk, unwritten in runs:
+            start, end = min(lblk * bs, size), min((lblk + length) * bs, size)
+            if start < pos:
+                raise GrubError(Err.FSYS_CORRUPT, f"inode {ino}: overlapping extents", code="fs-corrupt")
+            while pos < start:  # a hole
+                n = min(chunk, start - pos)
+                yield bytes(n)
+                pos += n
+            while pos < end:
+                n = min(chunk, end - pos)
+                yield bytes(n) if unwritten else self.vol.read(pblk * bs + (pos - lblk * bs), n)
+                pos += n
+        while pos < size:
+            n = min(chunk, size - pos)
+            yield bytes(n)
+            pos += n
 
     def open(self, path: str | bytes) -> Ext2File:
         """Resolve `path` as ext2fs_dir does (fsys_ext2fs.c:778-1097), then do the first read grub_open does.
