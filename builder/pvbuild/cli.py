@@ -169,7 +169,60 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--table", action="store_true", help="pick the AKI from pvbuild's table only")
     up.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
     up.add_argument("--json", action="store_true")
+    cv = sub.add_parser("convert", help="make an image built elsewhere PV-GRUB-ready (menu.lst, fixes), then check it",
+                        description="Find the root and /boot filesystems and the kernels of IMAGE, write "
+                                    "/boot/grub/menu.lst, fix what PV-GRUB cannot read when that is safe (ext4 "
+                                    "64bit, holes, boot -> . on a separate /boot) without mounting anything, and "
+                                    "check the result. IMAGE is never changed unless --in-place.")
+    cv.add_argument("image", metavar="IMAGE", help="raw disk image (or qcow2, converted to raw) or block device")
+    cv.add_argument("-o", "--output", default=None, help="the converted image (default: IMAGE's stem + .pvgrub.raw)")
+    cv.add_argument("--in-place", action="store_true", help="change IMAGE itself (not atomic)")
+    _convert_flags(cv)
+    cv.add_argument("--json", action="store_true", help="print the boot report (with a `convert` section) as JSON")
+    cv.add_argument("-v", "--verbose", action="store_true", help="show the commands run")
+    pk = sub.add_parser("packer", help="Packer post-processor: convert, check (and register) the build's image",
+                        description="Run from Packer's shell-local post-processor after the manifest "
+                                    "post-processor: pick the build of $PACKER_RUN_UUID named $PACKER_BUILD_NAME in "
+                                    "the manifest, convert its disk image, check it, optionally register it, and "
+                                    "append pvbuild's artifacts to the manifest.")
+    pk.add_argument("--manifest", default="packer-manifest.json", help="Packer's manifest (packer-manifest.json)")
+    pk.add_argument("--output-manifest", default=None, help="where to append pvbuild's build (default: --manifest)")
+    pk.add_argument("--build-name", default=None, help="default: $PACKER_BUILD_NAME")
+    pk.add_argument("--run-uuid", default=None, help="default: $PACKER_RUN_UUID")
+    pk.add_argument("--image", default=None, help="the build's disk image when its artifact lists no file (null "
+                                                  "builder)")
+    pk.add_argument("-o", "--output", default=None, help="the converted image (default: the image's stem + "
+                                                         ".pvgrub.raw)")
+    _convert_flags(pk)
+    pk.add_argument("--register", action="store_true", help="register the converted image as a PV-GRUB AMI (EBS)")
+    pk.add_argument("--region", action="append", default=[], dest="regions", metavar="REGION")
+    pk.add_argument("--name", default=None, help="AMI name (with --register)")
+    pk.add_argument("--description", default="")
+    pk.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
+    pk.add_argument("--replace", action="store_true", help="deregister an AMI of the same name first")
+    pk.add_argument("--table", action="store_true", help="pick AKIs from pvbuild's table only")
+    pk.add_argument("--json", action="store_true", help="print the manifest entry as JSON")
+    pk.add_argument("-v", "--verbose", action="store_true", help="show the commands run")
     return p
+
+
+def _convert_flags(p: argparse.ArgumentParser) -> None:
+    """menu.lst and profile flags shared by `convert` and `packer` (a flag given wins over --recipe)."""
+    p.add_argument("--recipe", default=None, help="take menu, kernel and pvgrub settings from this recipe")
+    p.add_argument("--title", default=None, help="entry title (default: the image's PRETTY_NAME + kernel)")
+    p.add_argument("--default", type=int, default=None, help="default entry (0: the newest kernel)")
+    p.add_argument("--fallback", default=None, help="fallback entries, comma separated, or `none` (default: 1 "
+                                                    "when there are two kernels)")
+    p.add_argument("--timeout", type=int, default=None, help="menu timeout in seconds (0)")
+    p.add_argument("--hiddenmenu", action=argparse.BooleanOptionalAction, default=None, help="hide the menu (yes)")
+    p.add_argument("--cmdline", default=None, help="extra kernel arguments (after root=UUID=... ro console=...)")
+    p.add_argument("--console", default=None, help="console device (hvc0)")
+    p.add_argument("--root", default=None, choices=["uuid", "label", "device"], help="how root= names the root "
+                                                                                     "filesystem (uuid)")
+    p.add_argument("--pvgrub", default=None, choices=["1.03", "1.04", "1.05"], help="PV-GRUB version (1.05)")
+    p.add_argument("--variant", default=None, choices=["hd0", "hd00"],
+                   help="default: hd0 for a partitionless image, hd00 for a partitioned one")
+    p.add_argument("--arch", default=None, choices=["x86_64", "i386"], help="PV-GRUB architecture (x86_64)")
 
 
 def _say(message: str) -> None:
@@ -483,6 +536,68 @@ def cmd_boot(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def _menu_options(args: argparse.Namespace) -> Any:
+    from pvbuild.convert import menu_options
+
+    fallback: list[int] | None = None
+    if args.fallback is not None:
+        text = args.fallback.strip()
+        try:
+            fallback = [] if text in ("", "none") else [int(x) for x in text.split(",")]
+        except ValueError:
+            raise PvbuildError(f"--fallback {args.fallback!r}: write entry numbers separated by commas, or none") \
+                from None
+    try:
+        return menu_options(args.recipe, title=args.title, default=args.default, fallback=fallback,
+                            timeout=args.timeout, hiddenmenu=args.hiddenmenu,
+                            cmdline=args.cmdline.split() if args.cmdline is not None else None,
+                            console=args.console, root=args.root, pvgrub_version=args.pvgrub,
+                            variant=args.variant, arch=args.arch)
+    except ValueError as e:
+        raise PvbuildError(str(e)) from None
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pvbuild.build.run import Log
+    from pvbuild.convert import convert, render_text
+
+    result = convert(Path(args.image), _menu_options(args), output=Path(args.output) if args.output else None,
+                     in_place=args.in_place, log=Log(verbose=args.verbose))
+    if args.json:
+        json.dump(result.report, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(render_text(result))
+    return result.exit_code
+
+
+def cmd_packer(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pvbuild.build.run import Log
+    from pvbuild.packer import PackerRequest, run_post_processor
+
+    req = PackerRequest(manifest=Path(args.manifest),
+                        output_manifest=Path(args.output_manifest) if args.output_manifest else None,
+                        build_name=args.build_name, run_uuid=args.run_uuid,
+                        image=Path(args.image) if args.image else None,
+                        output=Path(args.output) if args.output else None, options=_menu_options(args),
+                        register=args.register, regions=tuple(args.regions), ami_name=args.name,
+                        description=args.description, tags=_tags(args.tag), replace=args.replace,
+                        live_aki=not args.table)
+    entry, code = run_post_processor(req, log=Log(verbose=args.verbose), say=_say)
+    if args.json:
+        json.dump(entry, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(f"{entry['files'][0]['name']}\n")
+        if entry.get("artifact_id"):
+            _say(f"artifact {entry['artifact_id']}")
+    return code
+
+
 def _is_aws_environment_error(e: Exception) -> bool:
     """No credentials, no endpoint, no network: an environment problem (exit 3), not a bug."""
     try:
@@ -493,6 +608,7 @@ def _is_aws_environment_error(e: Exception) -> bool:
 
 
 COMMANDS = {"check": cmd_check, "build": cmd_build, "plan": cmd_plan, "menu": cmd_menu, "schema": cmd_schema,
+            "convert": cmd_convert, "packer": cmd_packer,
             "aki": cmd_aki, "ami": cmd_ami, "bundle": cmd_bundle, "unbundle": cmd_unbundle,
             "snapshot": cmd_snapshot, "upload": cmd_upload, "register": cmd_register, "instance": cmd_instance,
             "boot": cmd_boot, "diff": cmd_diff}
