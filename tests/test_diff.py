@@ -11,12 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 from pvbuild.diff import compare_versions, parse_dpkg_status, parse_fstab
-from pvbuild.pvgrub.blockio import Disk, Volume
-from pvbuild.pvgrub.fs import ext2
-from pvbuild.pvgrub.fs.base import S_IFLNK, S_IFREG
+from pvbuild.pvgrub.blockio import Disk, MemoryDisk, Volume
+from pvbuild.pvgrub.errors import GrubError
+from pvbuild.pvgrub.fs import ext2, xfs
+from pvbuild.pvgrub.fs.base import S_IFLNK, S_IFREG, Filesystem
 from tests.imagebuild import DiskSpec, Fs, Part, Symlink, Tree, build
+from tests.test_fuzz_ext2 import mutated
+from tests.test_fuzz_xfs import _apply, mutations
 from tests.test_machine import MENU, VERSION, boot_files, pv_kernel, whole
 
 FSTAB = b"LABEL=rootfs / ext4 defaults 0 1\n"
@@ -232,6 +236,16 @@ def test_partitionless_against_mbr_pairs_root_by_mountpoint() -> None:
     assert {"what": "disk", "field": "partition table", "a": "none", "b": "mbr"} in r["layout"]
 
 
+def test_gpt_images() -> None:
+    a = build(DiskSpec("gpt", parts=(Part(Fs.of(base_tree(), label="rootfs"), type="L"),)))
+    b = build(DiskSpec("gpt", parts=(Part(Fs.of(base_tree({"/etc/motd": b"hi\n"}), label="rootfs"), type="L"),)))
+    r = diff_json(a, b)
+    fs = r["filesystems"][0]
+    assert (fs["key"], fs["a"]["device"], fs["b"]["device"]) == ("/", "(hd0,0)", "(hd0,0)")
+    assert changes(r) == {"/etc/motd": {"size": [8, 3]}}
+    assert {c["field"] for c in r["layout"]} <= {"GPT disk GUID", "PARTUUID"}  # sfdisk makes them at random
+
+
 XFS_V4 = ("-m", "crc=0", "-n", "ftype=0")
 
 
@@ -286,6 +300,48 @@ def test_ext4_walk_reads_holes_as_zeros_where_grub_does_not() -> None:
         assert entries["/d/s"].kind == S_IFLNK and fs.readlink(entries["/d/s"].ino) == b"../sparse"
         assert len([p for p in entries if p.startswith("/many/")]) == 600
         assert b"".join(fs.content(entries["/many/f0599"].ino)) == b"599"
+
+
+# --- hostile images: the walk raises GrubError or ends, nothing else ---------------------------------------
+def _walk_everything(fs: Filesystem | None) -> None:
+    if fs is None:
+        return
+    try:
+        for _, st in fs.walk(max_entries=20_000):
+            try:
+                if st.kind == S_IFREG:
+                    for k, _chunk in enumerate(fs.content(st.ino, chunk=64 * 1024)):
+                        if k == 4:
+                            break
+                elif st.kind == S_IFLNK:
+                    fs.readlink(st.ino)
+            except GrubError:
+                pass
+    except GrubError:
+        pass
+
+
+WALK_FUZZ = settings(max_examples=60, deadline=5000, derandomize=True,
+                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@WALK_FUZZ
+@given(mutated("fuzz-ext4"))
+def test_fuzz_ext4_walk(data: bytes) -> None:
+    """Mutated ext4 (tests/test_fuzz_ext2.py's regions): walk, content and readlink raise GrubError or end."""
+    _walk_everything(ext2.mount(Volume(MemoryDisk(data), 0, len(data))))
+
+
+@pytest.mark.slow
+@WALK_FUZZ
+@given(mutations(None))
+def test_fuzz_xfs_walk(muts: list[tuple[int, bytes]]) -> None:
+    """Mutated V4 XFS (tests/test_fuzz_xfs.py's regions, every directory format): GrubError or an end."""
+    disk = _apply(muts)
+    fs = xfs.mount(Volume(disk, 0, disk.size))
+    if fs is not None:
+        fs.step_limit = 200_000
+    _walk_everything(fs)
 
 
 # --- units -----------------------------------------------------------------------------------------------------

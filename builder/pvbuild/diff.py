@@ -111,7 +111,10 @@ class Image:
             st = view.entries[rel]
             if st.kind != S_IFLNK or view.fs is None:
                 return view, rel, st
-            target = view.fs.readlink(st.ino).decode("utf-8", "surrogateescape")
+            try:
+                target = view.fs.readlink(st.ino).decode("utf-8", "surrogateescape")
+            except GrubError:
+                return None
             path = posixpath.normpath(posixpath.join(posixpath.dirname(self.abs_path(view, rel)), target))
         return None
 
@@ -697,7 +700,7 @@ def render_text(r: DiffReport) -> str:
                      f"{len(f['changed'])} changed")
         for sign, group in (("+", f["added"]), ("-", f["removed"])):
             for e, below in _collapse(group):
-                extra = f", {below} entries below" if below else ""
+                extra = f", {below} {'entry' if below == 1 else 'entries'} below" if below else ""
                 size = f", {e['size']} bytes" if e["size"] is not None else ""
                 lines.append(f"  {sign} {e['path']}{'/' if e['type'] == 'dir' else ''} ({e['type']}{size}{extra})")
         for c in f["changed"]:

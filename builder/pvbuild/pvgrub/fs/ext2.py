@@ -108,6 +108,7 @@ _EXT3_INCOMPAT_SUPP = 0x0002 | INCOMPAT_RECOVER | INCOMPAT_META_BG
 # Emulator bounds (GRUB has none: these only stop pathological images from running the emulator for hours).
 _MAX_DIRENT_STEPS = 1 << 18
 _MAX_EXTENT_LEVELS = 64
+_MAX_EXTENT_NODES = 1 << 16  # extent tree blocks one listing of a file's extents reads (`extent_runs`)
 
 
 def _u16(b: bytes, off: int) -> int:
@@ -868,10 +869,12 @@ class _Driver:
         last_blk = -1
         data = b""
         out: list[DirEntry] = []
+        steps = 0
         while loc < inode.size:
-            if len(out) >= limit:
-                raise _Undefined(f"directory inode {inode.ino} has more than {limit} entries; the listing stops "
-                                 "there", code="fs-emulator-limit")
+            steps += 1
+            if len(out) >= limit or steps > _MAX_DIRENT_STEPS:
+                raise _Undefined(f"directory inode {inode.ino} has more than {min(limit, _MAX_DIRENT_STEPS)} "
+                                 "entries; the listing stops there", code="fs-emulator-limit")
             blk = loc >> self.bits
             if blk != last_blk:
                 mapped = self.block_map(blk)
@@ -921,7 +924,7 @@ class _Driver:
             if (level and depth != expect_depth) or level > _MAX_EXTENT_LEVELS or 12 + 12 * entries > len(node):
                 self.fail(Err.FSYS_CORRUPT, "fs-corrupt", f"inode {inode.ino}: inconsistent extent tree")
                 raise self.error()
-            if visits > limit or len(out) + entries > limit:
+            if visits > _MAX_EXTENT_NODES or len(out) + entries > limit:
                 raise _Undefined(f"inode {inode.ino}: more than {limit} extents", code="fs-emulator-limit")
             children = []
             for k in range(entries):

@@ -1119,13 +1119,15 @@ class XfsFilesystem(Filesystem):
                 raise GrubError(Err.BAD_FILETYPE, f"{self.vol.name}: inode {ino} is not a directory",
                                 code="bad-file-type")
             name, child = run.first_dentry()
+            seen = 0
             while name is not None:
+                seen += 1
+                if seen > DIR_MAX_ENTRIES + 2:
+                    raise GrubError(Err.FSYS_CORRUPT, f"{self.vol.name}: directory inode {ino} has more than "
+                                                      f"{DIR_MAX_ENTRIES} entries", code="fs-emulator-limit")
                 if run.errnum:
                     raise GrubError(run.errnum, f"{self.vol.name}: directory inode {ino}: {run.errdetail}")
                 if name not in (b"", b".", b".."):
-                    if len(out) >= DIR_MAX_ENTRIES:
-                        raise GrubError(Err.FSYS_CORRUPT, f"{self.vol.name}: directory inode {ino} has more than "
-                                                          f"{DIR_MAX_ENTRIES} entries", code="fs-emulator-limit")
                     out.append(DirEntry(name, child))
                 run.steps = 0
                 name, child = run.next_dentry()
