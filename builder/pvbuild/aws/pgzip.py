@@ -61,7 +61,9 @@ class ParallelGzipWriter:
         if block_size < 1:
             raise ValueError(f"block size {block_size}: must be positive")
         self._workers = max(1, workers if workers is not None else os.cpu_count() or 1)
-        self._max_pending = max(1, max_pending if max_pending is not None else 2 * self._workers)
+        # Four blocks per worker (30-40 ms of level-9 work each at 128 KiB): slack for when this thread is
+        # scheduled late on a busy machine, and still only a few MiB in flight.
+        self._max_pending = max(1, max_pending if max_pending is not None else 4 * self._workers)
         self._sink = sink
         self._level = level
         self._block_size = block_size
