@@ -335,8 +335,14 @@ class _Contents:
 def _compare_fs(a: FsView, b: FsView, *, with_mtime: bool, contents: _Contents) -> dict[str, Any]:
     assert a.fs is not None and b.fs is not None
     fa, fb = a.fs, b.fs
-    added = [_entry(p, st) for p, st in sorted(b.entries.items()) if p not in a.entries]
-    removed = [_entry(p, st) for p, st in sorted(a.entries.items()) if p not in b.entries]
+    # Paths as the running system sees them when both sides are mounted at the same place (/boot/grub/...).
+    mount = a.mountpoint if a.mountpoint == b.mountpoint and a.mountpoint not in (None, "/") else None
+
+    def shown(p: str) -> str:
+        return p if mount is None else mount if p == "/" else mount + p
+
+    added = [_entry(shown(p), st) for p, st in sorted(b.entries.items()) if p not in a.entries]
+    removed = [_entry(shown(p), st) for p, st in sorted(a.entries.items()) if p not in b.entries]
     common = sorted(set(a.entries) & set(b.entries))
     changed = []
     unreadable = []
@@ -361,7 +367,7 @@ def _compare_fs(a: FsView, b: FsView, *, with_mtime: bool, contents: _Contents) 
                     da, db = contents.digest(fa, sa), contents.digest(fb, sb)
                 if same is None or (same is False and (da is None or db is None)):
                     why = contents.errors.get((id(fa), sa.ino)) or contents.errors.get((id(fb), sb.ino))
-                    unreadable.append({"path": p, "error": why})
+                    unreadable.append({"path": shown(p), "error": why})
                 elif same is False:
                     ch["content"] = [da, db]
         if sa.kind == sb.kind == S_IFLNK:
@@ -370,11 +376,11 @@ def _compare_fs(a: FsView, b: FsView, *, with_mtime: bool, contents: _Contents) 
                 if ta != tb:
                     ch["target"] = [ta.decode("utf-8", "surrogateescape"), tb.decode("utf-8", "surrogateescape")]
             except GrubError as e:
-                unreadable.append({"path": p, "error": str(e)})
+                unreadable.append({"path": shown(p), "error": str(e)})
         if with_mtime and sa.mtime != sb.mtime:
             ch["mtime"] = [sa.mtime, sb.mtime]
         if ch:
-            changed.append({"path": p, "changes": ch})
+            changed.append({"path": shown(p), "changes": ch})
     return {"key": a.key, "a": a.describe(), "b": b.describe(), "added": added, "removed": removed,
             "changed": changed, "unreadable": unreadable}
 
@@ -697,7 +703,8 @@ def render_text(r: DiffReport) -> str:
         lines.append("")
         lines.append(f"Filesystem {f['key']} ({f['a']['device']} {f['a']['fstype']} → {f['b']['device']} "
                      f"{f['b']['fstype']}): {len(f['added'])} added, {len(f['removed'])} removed, "
-                     f"{len(f['changed'])} changed")
+                     f"{len(f['changed'])} changed" + (f", {len(f['unreadable'])} not compared (unreadable)"
+                                                        if f["unreadable"] else ""))
         for sign, group in (("+", f["added"]), ("-", f["removed"])):
             for e, below in _collapse(group):
                 extra = f", {below} {'entry' if below == 1 else 'entries'} below" if below else ""
