@@ -46,3 +46,27 @@ def test_bundle_unbundle_cli_round_trip(tmp_path: Path) -> None:
     bad = subprocess.run([*RUN, "bundle", str(image), "-c", str(user.cert), "-k", str(user.key), "-u", "12",
                           "--ec2cert", str(ec2.cert)], capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_bundle_and_snapshot_json(tmp_path: Path) -> None:
+    """CI mode: --json on the shipping commands, stable keys; the snapshot against a local moto server."""
+    import os
+
+    from tests.motoserver import ENV, moto_endpoint
+    from tests.test_aws_bundle import _identity, _sparse_image
+
+    user = _identity(tmp_path, "user")
+    image = _sparse_image(tmp_path / "disk.raw")
+    out = subprocess.run([*RUN, "bundle", str(image), "-c", str(user.cert), "-k", str(user.key), "-u",
+                          "123456789012", "-d", str(tmp_path / "b"), "--json"],
+                         capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert set(doc) == {"manifest", "parts", "digest_sha1", "size", "bundled_size"} and doc["parts"]
+    with moto_endpoint() as url:
+        env = {**os.environ, **ENV, "PVBUILD_EBS_ENDPOINT": url, "PVBUILD_EC2_ENDPOINT": url}
+        snap = subprocess.run([*RUN, "snapshot", str(image), "--region", "us-east-1", "--json"],
+                              capture_output=True, text=True, check=False, env=env)
+    assert snap.returncode == 0, snap.stderr
+    s = json.loads(snap.stdout)
+    assert s["snapshot_id"].startswith("snap-") and s["volume_size_gib"] == 1 and s["blocks_sent"] > 0

@@ -62,6 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("recipe", metavar="RECIPE", help="recipe file (YAML)")
     b.add_argument("-v", "--verbose", action="store_true", help="show the commands run")
     b.add_argument("--no-ship", action="store_true", help="do not register the image even if the recipe has aws")
+    b.add_argument("--json", action="store_true", help="print a summary (image, sha256, verdict, AMIs) as JSON")
+    b.add_argument("--locked", action="store_true", help="install exactly the packages of RECIPE.lock (fails, "
+                                                         "listing the differences, when the mirror lost one)")
+    lk = sub.add_parser("lock", help="pin every package of a recipe's image in RECIPE.lock",
+                        description="Bootstrap the recipe (or reuse its cached bootstrap) and write RECIPE.lock: "
+                                    "every installed package with its version, suite and the sha256 the mirror's "
+                                    "signed index gives it, the bootstrap inputs and SOURCE_DATE_EPOCH.")
+    lk.add_argument("recipe", metavar="RECIPE")
+    lk.add_argument("--refresh", action="store_true", help="bootstrap again instead of using the cached rootfs")
+    lk.add_argument("--json", action="store_true", help="print a summary as JSON")
     pl = sub.add_parser("plan", help="print every decision for a recipe; writes nothing, needs no root",
                         description="Validate a recipe and print the resolved plan, menu.lst included.")
     pl.add_argument("recipe", metavar="RECIPE")
@@ -95,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="EC2's certificate (PEM) to use instead of the shipped one for --region")
     bu.add_argument("-B", "--block-device-mapping", default=None,
                     help="virtual=device pairs, comma separated (default ami=sda1,root=/dev/sda1)")
+    bu.add_argument("--json", action="store_true")
     un = sub.add_parser("unbundle", help="reverse `bundle`, verifying every digest")
     un.add_argument("manifest", metavar="MANIFEST")
     un.add_argument("--user-key", required=True, help="the private key the bundle was made for")
@@ -117,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     sn.add_argument("--description", default="")
     sn.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
     sn.add_argument("--no-wait", action="store_true", help="do not wait for EC2 to call it completed")
+    sn.add_argument("--json", action="store_true")
     ami = sub.add_parser("ami", help="AMI checks").add_subparsers(dest="ami_command", metavar="ACTION",
                                                                   parser_class=_Parser, required=True)
     v = ami.add_parser("verify", help="is the AMI's kernel the latest matching PV-GRUB AKI?",
@@ -317,6 +329,12 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     result = bundle(Path(args.image), user_cert=Path(args.cert), user_key=Path(args.privatekey),
                     ec2_cert=ec2_cert, user=args.user, arch=args.arch, destination=Path(args.destination),
                     prefix=args.prefix, kernel_id=args.kernel, block_device_mapping=mapping)
+    if args.json:
+        json.dump({"manifest": str(result.manifest), "parts": [str(p) for p in result.parts],
+                   "digest_sha1": result.digest_sha1, "size": result.size, "bundled_size": result.bundled_size},
+                  sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
     sys.stdout.write(f"{result.manifest}\n")
     sys.stderr.write(f"pvbuild: {len(result.parts)} parts, {result.bundled_size} bytes bundled from "
                      f"{result.size}; image digest (SHA-1 of the tar stream) {result.digest_sha1}\n")
@@ -376,6 +394,12 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     with Log().progress("EBS blocks", total) as advance:
         result = snapshot_image(ebs, image, description=args.description, tags=tags, ec2=ec2,
                                 progress=lambda _n: advance(1))
+    if args.json:
+        json.dump({"snapshot_id": result.snapshot_id, "volume_size_gib": result.volume_size_gib,
+                   "blocks_sent": result.blocks_sent, "blocks_skipped": result.blocks_skipped,
+                   "checksum": result.checksum}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
     sys.stdout.write(f"{result.snapshot_id}\n")
     sys.stderr.write(f"pvbuild: {result.volume_size_gib} GiB snapshot: {result.blocks_sent} blocks sent, "
                      f"{result.blocks_skipped} empty blocks skipped\n")
@@ -464,19 +488,53 @@ def cmd_schema(_: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from pvbuild.build.pipeline import build
     from pvbuild.plan import load_plan
 
     plan = load_plan(args.recipe)
     for w in plan.warnings:
         sys.stderr.write(f"pvbuild: warning: {w}\n")
+    if args.locked:
+        from pvbuild.lock import locked_plan
+
+        plan = locked_plan(plan)
+        _say(f"locked: {len(plan.locked)} packages pinned from {Path(plan.recipe).with_suffix('.lock')}")
     built = build(plan, verbose=args.verbose)
-    sys.stdout.write(f"{built.image}\n")
+    registered: list[Any] = []
     if plan.aws is not None and not args.no_ship:
         from pvbuild.aws.register import ship_built
         from pvbuild.build.run import Log
 
-        _print_registered(ship_built(plan, built.image, say=_say, progress=Log().progress), False)
+        registered = ship_built(plan, built.image, say=_say, progress=Log().progress)
+    if args.json:
+        json.dump({"image": str(built.image), "directory": str(built.directory), "sha256": built.sha256,
+                   "boots": built.boots, "outcome": built.report.get("outcome"), "image_bytes": built.image_bytes,
+                   "allocated_bytes": built.allocated_bytes, "initrd_bytes": built.initrd_bytes,
+                   "rootfs_cached": built.rootfs_cached, "seconds": round(built.seconds, 1),
+                   "locked_packages": len(plan.locked), "amis": [r.to_json() for r in registered]},
+                  sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    sys.stdout.write(f"{built.image}\n")
+    _print_registered(registered, False)
+    return 0
+
+
+def cmd_lock(args: argparse.Namespace) -> int:
+    from pvbuild.lock import lock_recipe
+    from pvbuild.plan import load_plan
+
+    plan = load_plan(args.recipe)
+    path, doc = lock_recipe(plan, refresh=args.refresh)
+    if args.json:
+        json.dump({"lock": str(path), "packages": len(doc["packages"]),
+                   "source_date_epoch": doc["source_date_epoch"]}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(f"{path}\n")
+        _say(f"{len(doc['packages'])} packages pinned, SOURCE_DATE_EPOCH={doc['source_date_epoch']}")
     return 0
 
 
@@ -611,6 +669,7 @@ COMMANDS = {"check": cmd_check, "build": cmd_build, "plan": cmd_plan, "menu": cm
             "convert": cmd_convert, "packer": cmd_packer,
             "aki": cmd_aki, "ami": cmd_ami, "bundle": cmd_bundle, "unbundle": cmd_unbundle,
             "snapshot": cmd_snapshot, "upload": cmd_upload, "register": cmd_register, "instance": cmd_instance,
+            "lock": cmd_lock,
             "boot": cmd_boot, "diff": cmd_diff}
 
 

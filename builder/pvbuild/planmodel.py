@@ -10,25 +10,55 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-TableKind = Literal["none", "mbr"]
-FsType = Literal["ext2", "ext3", "ext4", "xfs", "btrfs"]
+TableKind = Literal["none", "mbr", "gpt"]
+FsType = Literal["ext2", "ext3", "ext4", "xfs", "btrfs", "reiserfs", "jfs"]
 
 
 @dataclass(frozen=True)
 class DistroPlan:
     """What the rootfs is made of. `mirror` is a full archive URL; `security_mirror` may be empty."""
 
-    family: Literal["debian"]
-    release: str  # e.g. "bookworm"
+    family: Literal["debian", "ubuntu", "fedora", "centos", "rhel", "opensuse", "sles", "amazon", "gentoo"]
+    release: str  # e.g. "bookworm", "bionic", "7" (what the archive and DIB_RELEASE call it)
     version: str  # e.g. "12"
     mirror: str
     security_mirror: str
-    components: tuple[str, ...]
-    deb_arch: Literal["amd64", "i386"]
-    backend: Literal["mmdebstrap"]
-    variant: str  # mmdebstrap variant, "minbase"
+    components: tuple[str, ...]  # apt families only
+    deb_arch: Literal["amd64", "i386"]  # also diskimage-builder's ARCH
+    backend: Literal["mmdebstrap", "diskimage-builder"]
+    variant: str  # mmdebstrap variant, "minbase" ("" for diskimage-builder)
     # Packages installed by the bootstrap (the cached layer): the recipe's plus what the elements need.
     packages: tuple[str, ...]
+    dib_element: str | None = None  # the diskimage-builder element for this release (None: none builds it)
+    # How the release's kernel is compressed (distros/): "" when the recipe names a kernel pvbuild does not know.
+    kernel_compression: str = ""
+
+
+@dataclass(frozen=True)
+class LvmPlan:
+    """A filesystem on an LVM logical volume: one PV (the partition), one VG, one linear LV over every extent.
+
+    The UUIDs (LVM's 32-character form, 6-4-4-4-4-4-6) are fixed at plan time like the filesystems' own, and the
+    LV's place in the partition is too: it starts at `pe_start` (the first extent) and is `lv_bytes` long.
+    """
+
+    vg: str
+    lv: str
+    pv_uuid: str
+    vg_uuid: str
+    lv_uuid: str
+    extent_bytes: int  # 4 MiB
+    pe_start_bytes: int  # where the first extent starts in the partition (1 MiB)
+    extent_count: int  # every extent of the PV
+
+    @property
+    def lv_bytes(self) -> int:
+        return self.extent_count * self.extent_bytes
+
+    @property
+    def dm_name(self) -> str:
+        """The device-mapper name (/dev/mapper/NAME): dashes doubled, VG and LV joined by one dash."""
+        return self.vg.replace("-", "--") + "-" + self.lv.replace("-", "--")
 
 
 @dataclass(frozen=True)
@@ -46,17 +76,28 @@ class FilesystemPlan:
     hash_seed: str | None  # ext* only
     mkfs_options: tuple[str, ...]  # extra options for mkfs (PV-GRUB-safe defaults already included)
     size_bytes: int  # the partition size (the whole disk for a partitionless image)
-    part_type: str  # MBR type as sfdisk writes it ("83"), "" for a partitionless image
-    offset_bytes: int  # where the filesystem starts in the image (0 for partitionless)
+    part_type: str  # MBR type as sfdisk writes it ("83"), a GPT type GUID, "" for a partitionless image
+    offset_bytes: int  # where the partition starts in the image (0 for partitionless)
     grub_device: str  # "(hd0)" or "(hd0,N)"
-    linux_device: str  # "/dev/xvda1" as the guest sees it (for reports; fstab uses UUID/LABEL)
+    linux_device: str  # "/dev/xvda1" as the guest sees it (for reports; fstab uses UUID/LABEL); LVM: /dev/mapper/..
+    part_uuid: str = ""  # GPT: the partition's unique GUID
+    lvm: LvmPlan | None = None  # the filesystem is on this logical volume inside the partition
+
+    @property
+    def fs_offset_bytes(self) -> int:
+        """Where the filesystem itself starts in the image (past the LVM label and metadata on an LV)."""
+        return self.offset_bytes + (self.lvm.pe_start_bytes if self.lvm else 0)
+
+    @property
+    def fs_size_bytes(self) -> int:
+        return self.lvm.lv_bytes if self.lvm else self.size_bytes
 
 
 @dataclass(frozen=True)
 class DiskPlan:
     table: TableKind
     size_bytes: int
-    disk_id: str | None  # MBR label-id (0x12345678), derived from the recipe
+    disk_id: str | None  # MBR label-id (0x12345678) or GPT disk GUID, derived from the recipe
     filesystems: tuple[FilesystemPlan, ...]  # in partition order; exactly one for table "none"
 
     @property
@@ -91,7 +132,7 @@ class KernelPlan:
 
 @dataclass(frozen=True)
 class InitrdPlan:
-    tool: Literal["update-initramfs", "dracut"]
+    tool: Literal["update-initramfs", "dracut", "mkinitrd"]
     # Modules the initrd must carry (MODULES=list / dracut --add-drivers): xen-blkfront, xen-netfront and
     # the root filesystem's module, plus the recipe's.
     modules: tuple[str, ...]
@@ -205,6 +246,8 @@ class Plan:
     aws: AwsPlan | None = None
     warnings: tuple[str, ...] = ()
     pvbuild_version: str = ""
+    # `--locked`: every package of the bootstrap pinned to (name, version, arch) from RECIPE.lock.
+    locked: tuple[tuple[str, str, str], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -106,16 +106,27 @@ def rootfs_key(plan: Plan, tool_version: str = "") -> str:
         "pvbuild": plan.pvbuild_version or __version__,
         "mmdebstrap": tool_version,
     }
+    if plan.locked:  # only then, so that unlocked plans keep their cache keys
+        doc["locked"] = [list(p) for p in plan.locked]
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def mmdebstrap_argv(plan: Plan, out_tar: Path) -> list[str]:
+PINS_IN_CHROOT = "/etc/apt/preferences.d/pvbuild-lock"
+
+
+def mmdebstrap_argv(plan: Plan, out_tar: Path, pins_file: Path | None = None) -> list[str]:
+    """`pins_file` (a locked build): apt preferences uploaded before any package is chosen, removed at the end so
+    the image's own apt is not held back."""
     d = plan.distro
+    hooks = [f"--setup-hook={SETUP_HOOK}"]
+    if pins_file is not None:
+        hooks += [f"--setup-hook=upload {pins_file} {PINS_IN_CHROOT}",
+                  f'--customize-hook=rm -f "$1{PINS_IN_CHROOT}"']
     return [
         "mmdebstrap", "--mode=root", "--format=tar", f"--variant={d.variant}",
         f"--architectures={d.deb_arch}", f"--components={','.join(d.components)}",
         f"--include={','.join(bootstrap_packages(plan))}",
-        f"--setup-hook={SETUP_HOOK}",
+        *hooks,
         d.release, str(out_tar), *sources(plan),
     ]
 
@@ -144,19 +155,39 @@ def ensure_rootfs(plan: Plan, log: Log, *, tmp_parent: Path, refresh: bool = Fal
     with _locked(folder / f"{key}.lock"):
         if tarball.exists() and not refresh:
             log.info(f"rootfs: cached {tarball}")
+            _check_locked(plan, tarball, built=False)
             return tarball, True
         tmp = folder / f".{key}.{os.getpid()}.tmp.tar"
         env = {**os.environ, "SOURCE_DATE_EPOCH": str(plan.source_date_epoch), "TMPDIR": str(tmp_parent),
                "DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C.UTF-8"}
+        pins_file = None
+        if plan.locked:
+            from pvbuild.lock import pins
+
+            pins_file = tmp_parent / "pvbuild-lock.pref"
+            pins_file.write_text(pins(plan.locked))
         try:
             with log.progress("bootstrap (mmdebstrap)", None) as advance:
-                run(mmdebstrap_argv(plan, tmp), log=log, env=env, on_line=lambda _l: advance(1))
+                run(mmdebstrap_argv(plan, tmp, pins_file), log=log, env=env, on_line=lambda _l: advance(1))
+            _check_locked(plan, tmp, built=True)
             os.replace(tmp, tarball)
         finally:
             tmp.unlink(missing_ok=True)
         (folder / f"{key}.json").write_text(json.dumps({"key": key, "distro": asdict(plan.distro),
                                                         "packages": bootstrap_packages(plan)}, indent=2))
         return tarball, False
+
+
+def _check_locked(plan: Plan, tarball: Path, *, built: bool) -> None:
+    """A locked build installs exactly the lock's packages; anything else is an error listing the differences."""
+    if not plan.locked:
+        return
+    from pvbuild.lock import LockMismatch, installed, installed_vs_lock
+
+    diffs = installed_vs_lock(installed(tarball), plan.locked)
+    if diffs:
+        what = "the pinned bootstrap installed" if built else "the cached rootfs holds"
+        raise LockMismatch(Path(plan.recipe).with_suffix(".lock"), [f"{what}: {d}" for d in diffs])
 
 
 def unpack(tarball: Path, tree: Path, log: Log) -> None:
