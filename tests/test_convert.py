@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,6 +17,7 @@ from pvbuild.cli import main
 from pvbuild.convert import version_key
 from pvbuild.pvgrub.check import check_image
 from pvbuild.pvgrub.profiles import Profile
+from tests.fixtures_kernels import debian_kernel
 from tests.imagebuild import DiskSpec, Fs, Part, Symlink, Tree, build
 
 ROOT_UUID = "0e6f6a3c-1b2d-4c5e-8f90-a1b2c3d4e5f6"
@@ -31,7 +33,7 @@ def _need_tools() -> None:
 
 
 def _boot_files(prefix: str, *, kernel: bool = True) -> Tree:
-    from tests.fixtures_kernels import debian_initrd, debian_kernel
+    from tests.fixtures_kernels import debian_initrd
 
     k = debian_kernel("amd64")
     rel = k.release
@@ -92,6 +94,23 @@ def _dumpe2fs_features(image: Path, offset: int = 0) -> str:
     return next(line for line in out.splitlines() if line.startswith("Filesystem features"))
 
 
+def _holes(image: Path, path: str) -> list[tuple[int, int]]:
+    """Logical block ranges of `path` no extent covers (PV-GRUB's ext4 reader misreads them)."""
+    out = subprocess.run(["debugfs", "-R", f"ex {path}", str(image)], capture_output=True, text=True,
+                         check=True).stdout
+    covered = []
+    for line in out.splitlines():
+        m = re.match(r"\s*(\d+)/\s*(\d+)\s+\d+/\s*\d+\s+(\d+)\s*-\s*(\d+)\s", line)
+        if m and m.group(1) == m.group(2):  # leaf extents only
+            covered.append((int(m.group(3)), int(m.group(4))))
+    gaps, want = [], 0
+    for lo, hi in sorted(covered):
+        if lo > want:
+            gaps.append((want, lo - 1))
+        want = max(want, hi + 1)
+    return gaps
+
+
 def _menu_of(report: dict[str, object]) -> str:
     conv = report["convert"]
     assert isinstance(conv, dict)
@@ -109,6 +128,8 @@ def test_partitionless_stock_image_converts_and_boots(tmp_path: Path, capsys: py
     _need_tools()
     image = _copy(stock_whole(), tmp_path / "disk.raw")
     assert " 64bit" in _dumpe2fs_features(image)
+    kernel = f"/boot/vmlinuz-{debian_kernel('amd64').release}"
+    assert _holes(image, kernel)  # mke2fs -d made holes of the kernel's zero blocks
     before = _sha(image)
     # Without conversion PV-GRUB fails every lookup on the 64bit filesystem.
     assert not check_image(image, Profile()).boots
@@ -130,6 +151,7 @@ def test_partitionless_stock_image_converts_and_boots(tmp_path: Path, capsys: py
     report = json.loads((tmp_path / "boot-report.json").read_text())
     assert report["outcome"] == "boots" and report["image"] == "disk.pvgrub.raw"
     subprocess.run(["e2fsck", "-fn", str(out)], check=True, capture_output=True)
+    assert _holes(out, kernel) == []  # unwritten extents now, read as zeros by GRUB and Linux
     # Sparse: the copy holds data only where the original does (plus what the conversion wrote).
     assert out.stat().st_blocks * 512 < out.stat().st_size
     # No temporary files are left next to the output.
@@ -276,3 +298,36 @@ def test_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     junk.write_bytes(b"\0" * 65536)
     assert main(["convert", str(junk)]) == 2
     assert "no Linux filesystem" in capsys.readouterr().err
+
+
+def test_refuses_image_attached_to_a_loop_device(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An image attached to a loop device may be mounted: never copied or edited then."""
+    _need_tools()
+    if shutil.which("losetup") is None and shutil.which("losetup", path="/usr/sbin:/sbin") is None:
+        pytest.skip("losetup is not installed")
+    image = _copy(stock_whole(kernel=False), tmp_path / "busy.raw")
+    attach = subprocess.run(["losetup", "-f", "--show", "-r", str(image)], capture_output=True, text=True,
+                            check=False)
+    if attach.returncode != 0:
+        pytest.skip(f"cannot attach a loop device here: {attach.stderr.strip()}")
+    try:
+        code = main(["convert", str(image), "--in-place"])
+        err = capsys.readouterr().err
+        assert code == 2 and attach.stdout.strip() in err, err
+    finally:
+        subprocess.run(["losetup", "-d", attach.stdout.strip()], check=False)
+
+
+def test_separate_boot_with_root_pvbuild_cannot_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """/boot on ext4, root elsewhere (LVM, LUKS: here a partition with no filesystem): refused with the way out,
+    then converted when root= is given."""
+    _need_tools()
+    boot = Fs.of(_boot_files(""), options=(), uuid=BOOT_UUID, label="boot", dense=False)
+    image = build(DiskSpec("mbr", parts=(Part(boot, size_mb=48), Part(None, type="8e", size_mb=8))))
+    code = main(["convert", str(image), "-o", str(tmp_path / "x.raw")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--cmdline root=" in err, err
+    code, r = _convert([str(image), "-o", str(tmp_path / "y.raw"), "--cmdline", "root=/dev/mapper/vg-root"], capsys)
+    menu = _menu_of(r)
+    assert "root (hd0,0)\nkernel /vmlinuz-" in menu and "root=/dev/mapper/vg-root ro console=hvc0" in menu
+    assert r["entry"] is not None and r["kernel"] is not None, r["findings"]

@@ -364,10 +364,18 @@ def analyse(image: Path, opts: MenuOptions, log: Log) -> Analysis:
             else:
                 root = next((fs for fs in filesystems if fs.fstype not in EXT_FS), None)
                 if root is None and len(filesystems) == 1:
-                    root = filesystems[0]
+                    only = filesystems[0]
+                    # One ext filesystem without /etc: a root holding /boot, or a separate /boot whose root is
+                    # on something pvbuild cannot read (LVM, LUKS): then root= must come from the user.
+                    user_root = any(a.startswith("root=") for a in opts.cmdline)
+                    if not _kernel_names(tops.get(only.grub_device)) or user_root:
+                        root = only
             if root is None:
+                extra = f"; also found: {', '.join(others)}" if others else ""
                 raise ConvertRefused(f"{image}: no root filesystem found (none of "
-                                     f"{', '.join(f.grub_device for f in filesystems)} holds /etc and /usr)")
+                                     f"{', '.join(f.grub_device for f in filesystems)} holds /etc and /usr"
+                                     f"{extra}) — if the root is on LVM or LUKS, name it with --cmdline "
+                                     "root=/dev/mapper/...")
             separate_candidates = [fs for fs in filesystems if fs is not root and fs.fstype in EXT_FS
                                    and _kernel_names(tops.get(fs.grub_device))]
             boot: FsInfo
@@ -382,6 +390,9 @@ def analyse(image: Path, opts: MenuOptions, log: Log) -> Analysis:
                         if src in (f"UUID={fs.identity.uuid}", f"LABEL={fs.identity.label}", fs.linux_device):
                             boot = fs
                 prefix = ""
+            elif root.fstype in EXT_FS and _kernel_names(tops.get(root.grub_device)):
+                boot, prefix = root, ""  # a separate /boot whose root pvbuild cannot read: root= is the user's
+                notes.append("the root filesystem is not in a form pvbuild reads; root= is taken from --cmdline")
             else:
                 non_ext = [fs for fs in filesystems if fs.fstype not in EXT_FS and fs is not root]
                 if non_ext:
@@ -404,7 +415,7 @@ def analyse(image: Path, opts: MenuOptions, log: Log) -> Analysis:
             _refuse_features(sb, boot)
             kernels = _find_kernels(reader, prefix, boot_names, profile, folder)
             os_name = _os_name(readers[root.grub_device]) if root.fstype in EXT_FS else None
-    analysis = Analysis(scheme, root, boot, boot is not root, prefix, kernels, os_name, boot_names, top_names,
+    analysis = Analysis(scheme, root, boot, prefix == "", prefix, kernels, os_name, boot_names, top_names,
                         grub_names, sb, profile, notes)
     if not analysis.usable:
         why = "; ".join(f"{k.kernel}: {k.why}" for k in kernels)
@@ -484,16 +495,15 @@ def render(a: Analysis, opts: MenuOptions) -> str:
     from pvbuild.planmodel import MenuEntryPlan
 
     device = a.boot.grub_device
-    base_args = [_root_arg(a, opts), "ro", f"console={opts.console}"]
     extra = list(opts.cmdline)
-    if any(x.startswith("root=") for x in extra):
-        base_args = [x for x in base_args if not x.startswith("root=")]
-    if any(x.startswith("console=") for x in extra):
-        base_args = [x for x in base_args if not x.startswith("console=")]
-    args = " ".join([*base_args, *extra])
+    user_root = next((x for x in extra if x.startswith("root=")), None)
+    base_args = [user_root or _root_arg(a, opts), "ro"]
+    if not any(x.startswith("console=") for x in extra):
+        base_args.append(f"console={opts.console}")
+    args = " ".join([*base_args, *(x for x in extra if x != user_root)])
     title = opts.title or a.os_name or "Linux"
     entries = [MenuEntryPlan(f"{title}, kernel {k.version}", device, k.kernel, k.initrd, args) for k in a.usable]
-    root_arg = _root_arg(a, opts)
+    root_arg = base_args[0]
     for e in opts.extra_entries:
         more = list(e.args)
         if not any(x.startswith("root=") for x in more):
