@@ -13,12 +13,22 @@ import re
 import time
 import uuid
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import jinja2
 
 from pvbuild import __version__
-from pvbuild.distros import debian
+from pvbuild.distros import FAMILIES, debian
+from pvbuild.distros.profile import (
+    INITRD_PACKAGE,
+    RD_ZSTD_SINCE,
+    Family,
+    InitrdTool,
+    Kernel,
+    Release,
+    kernel_refusal,
+    series_tuple,
+)
 from pvbuild.planmodel import (
     AkiChoice,
     AwsPlan,
@@ -231,12 +241,12 @@ def _menu_text_rules(p: _Problems, path: tuple[str | int, ...], text: str, what:
         p.add(path, f"{what} ends with a backslash, which GRUB reads as a line continuation")
 
 
-def _menu(recipe: Recipe, disk: DiskPlan, kernel: KernelPlan, release: debian.Release,
+def _menu(recipe: Recipe, disk: DiskPlan, kernel: KernelPlan, release: Release,
           p: _Problems, warnings: list[str]) -> MenuPlan:
     m = recipe.menu
     boot = disk.boot
     prefix = "" if boot.mountpoint == "/boot" else "/boot"
-    title = m.title or f"Debian GNU/Linux {release.version} ({release.codename})"
+    title = m.title or release.title
     _menu_text_rules(p, ("menu", "title"), title, "the title")
     args = kernel.cmdline
     entries = [MenuEntryPlan(title, boot.grub_device, f"{prefix}/vmlinuz", f"{prefix}/initrd.img", args)]
@@ -285,14 +295,77 @@ def _menu(recipe: Recipe, disk: DiskPlan, kernel: KernelPlan, release: debian.Re
     return MenuPlan(m.default, fallback, m.timeout, m.hiddenmenu, tuple(entries), text, path)
 
 
+class _DistroChoice(NamedTuple):
+    kernel_package: str
+    kernel_compression: str  # "" when the recipe names a kernel pvbuild knows nothing about
+    console: str
+    initrd_tool: InitrdTool
+    initrd_compression: str
+    backend: Literal["mmdebstrap", "diskimage-builder"]
+
+
+def _distro_choice(recipe: Recipe, family: Family, release: Release, p: _Problems) -> _DistroChoice:
+    """The distro profile's answers for this recipe, and its refusals (distros/profile.py says why each one)."""
+    d = recipe.distro
+    known = release.kernel(recipe.arch)
+    custom = recipe.kernel.package is not None and not (isinstance(known, Kernel)
+                                                         and recipe.kernel.package == known.package)
+    kernel = None if custom or isinstance(known, str) else known
+    if not custom:
+        from pvbuild.pvgrub.profiles import Profile as PvgrubProfile
+
+        refusal = kernel_refusal(release, recipe.arch, PvgrubProfile(recipe.pvgrub.version).compressions)
+        if refusal is not None:
+            p.add(("arch",) if refusal.field == "arch" else ("distro", "release"), refusal.message, refusal.hint)
+    console = recipe.kernel.console
+    if "console" not in recipe.kernel.model_fields_set and kernel is not None:
+        console = kernel.console
+    tool: InitrdTool = release.initrd_tool
+    if recipe.initrd.tool not in ("auto", release.initrd_tool):
+        if recipe.initrd.tool == "dracut" and family.apt:
+            p.add(("initrd", "tool"), f"dracut initrds are not built yet on {family.title}",
+                  f"use {release.initrd_tool} (auto)")
+        else:
+            p.add(("initrd", "tool"), f"{release.title} makes its initrd with {release.initrd_tool}; "
+                                      f"{recipe.initrd.tool} is not its tool", f"use {release.initrd_tool} (auto)")
+    series = series_tuple(kernel.series) if kernel is not None else None
+    compression = recipe.initrd.compression
+    if compression is None:
+        # Debian's kernels (and any the recipe names there) are >= 5.9; elsewhere an unknown kernel gets gzip.
+        zstd_ok = series >= RD_ZSTD_SINCE if series is not None else family.name == "debian"
+        compression = "zstd" if zstd_ok else "gzip"
+    elif compression == "zstd" and series is not None and series < RD_ZSTD_SINCE:
+        assert kernel is not None
+        p.add(("initrd", "compression"), f"Linux {kernel.series} ({kernel.package}) cannot unpack a zstd initramfs "
+                                         "(CONFIG_RD_ZSTD came with 5.9): the kernel would find no root",
+              "use gzip (or remove it: gzip is the default for this release)")
+    backend = d.backend or ("mmdebstrap" if family.name == "debian" else "diskimage-builder")
+    if backend == "mmdebstrap" and not family.apt:
+        p.add(("distro", "backend"), f"mmdebstrap bootstraps apt archives (Debian, Ubuntu), not {family.title}",
+              "use diskimage-builder (the default for this family)")
+    if not family.apt:
+        for key in ("components", "security_mirror"):
+            if key in d.model_fields_set:
+                p.add(("distro", key), f"{key} is for apt archives (Debian, Ubuntu), not {family.title}",
+                      "remove it")
+    if family.name != "debian" and family.mirror(d.mirror) is None:
+        p.add(("distro", "mirror"), f"no {family.title} archive to install from: give distro.mirror (the "
+                                    f"archive's URL) or set ${family.mirror_variable}",
+              "pvbuild writes no archive host of its own")
+    package = recipe.kernel.package or (known.package if isinstance(known, Kernel) else "")
+    return _DistroChoice(package, kernel.compression if kernel is not None else "", console, tool, compression,
+                         backend)
+
+
 def make_plan(recipe: Recipe, located: Located, recipe_path: Path) -> Plan:
     """All decisions for `recipe`; RecipeError lists every rule it breaks, with its line."""
     p = _Problems(located)
     warnings: list[str] = []
-    release = debian.resolve_release(recipe.distro.release)
+    family = FAMILIES[recipe.distro.family]
+    release = family.resolve(recipe.distro.release or family.default_release)
     if release is None:
-        p.add(("distro", "release"), f"unknown Debian release {recipe.distro.release!r}",
-              f"use one of {', '.join(debian.RELEASES)}")
+        p.add(("distro", "release"), f"unknown {family.title} release {recipe.distro.release!r}",
+              f"known {family.title} releases: {family.known()}")
         p.raise_if_any()
     assert release is not None
     # --- AKI profile rules (seeds) ---
@@ -321,34 +394,31 @@ def make_plan(recipe: Recipe, located: Located, recipe_path: Path) -> Plan:
                                 "specify an Amazon ramdisk image (ARI) when using a PV-GRUB AKI\"); PV-GRUB "
                                 "would take it for its menu", "remove it: the initrd is named in menu.lst")
     deb_arch: Literal["amd64", "i386"] = "amd64" if recipe.arch == "x86_64" else "i386"
-    if recipe.arch == "i386" and release.i386_pv_kernel is None:
-        p.add(("arch",), f"Debian {release.version}'s 32-bit kernel ({release.kernel_series}, "
-                         f"{debian.KERNEL_PACKAGES['i386']}) has no Xen PV support: Linux removed 32-bit PV "
-                         "guests in 5.9, so PV-GRUB i386 has nothing to boot", "build x86_64")
-    if recipe.initrd.tool == "mkinitrd":
-        p.add(("initrd", "tool"), "mkinitrd does not exist on Debian", "use update-initramfs (auto)")
-    if recipe.initrd.tool == "dracut":
-        p.add(("initrd", "tool"), "dracut initrds are not built yet", "use update-initramfs (auto)")
+    choice = _distro_choice(recipe, family, release, p)
     disk, _ = _layout(recipe, p)
     p.raise_if_any()
     assert disk is not None
     # --- distro and packages ---
-    mirror, security = debian.mirrors(recipe.distro.mirror, recipe.distro.security_mirror)
-    kernel_package = recipe.kernel.package or debian.KERNEL_PACKAGES[deb_arch]
-    tool: Literal["update-initramfs", "dracut"] = "dracut" if recipe.initrd.tool == "dracut" else "update-initramfs"
-    packages = set(debian.BASE_PACKAGES) | {kernel_package} | set(recipe.packages)
-    if tool == "dracut":
-        packages.discard("initramfs-tools")
-        packages.add("dracut")
+    if family.name == "debian":
+        mirror, security = debian.mirrors(recipe.distro.mirror, recipe.distro.security_mirror)
+    else:
+        mirror, security = family.mirror(recipe.distro.mirror) or "", recipe.distro.security_mirror or ""
+    kernel_package = choice.kernel_package
+    tool = choice.initrd_tool
+    base_packages = debian.BASE_PACKAGES if family.name == "debian" else ()
+    packages = {*base_packages, kernel_package, INITRD_PACKAGE[tool]}
     if any(f.fstype == "xfs" for f in disk.filesystems):
         packages.add("xfsprogs")
     if recipe.ssh_authorized_keys or any(u.ssh_authorized_keys for u in recipe.users):
         packages.add("openssh-server")
     if any(u.sudo for u in recipe.users):
         packages.add("sudo")
-    distro = DistroPlan("debian", release.codename, release.version, mirror, security,
-                        tuple(recipe.distro.components), deb_arch, "mmdebstrap", "minbase",
-                        tuple(sorted(packages)))
+    # The family's own names for what pvbuild adds (the recipe's packages are taken as written).
+    packages = {family.package(x) for x in packages} | set(recipe.packages)
+    distro = DistroPlan(family.name, release.name, release.version, mirror, security,
+                        tuple(recipe.distro.components) if family.apt else (), deb_arch, choice.backend,
+                        "minbase" if choice.backend == "mmdebstrap" else "", tuple(sorted(packages)),
+                        release.dib_element, choice.kernel_compression)
     # --- kernel, initrd, menu ---
     root = disk.root
     root_arg = {"uuid": f"root=UUID={root.uuid}", "label": f"root=LABEL={root.label}",
@@ -361,7 +431,7 @@ def make_plan(recipe: Recipe, located: Located, recipe_path: Path) -> Plan:
             p.add(("kernel", "cmdline", i), f"{a.split('=')[0]}= is set by pvbuild",
                   "use kernel.root / kernel.console instead")
     boot_prefix = "" if disk.boot.mountpoint == "/boot" else "/boot"
-    kernel = KernelPlan(kernel_package, root_arg, recipe.kernel.console, tuple(recipe.kernel.cmdline),
+    kernel = KernelPlan(kernel_package, root_arg, choice.console, tuple(recipe.kernel.cmdline),
                         f"{boot_prefix}/vmlinuz", f"{boot_prefix}/initrd.img", f"{boot_prefix}/vmlinuz.old",
                         f"{boot_prefix}/initrd.img.old", recipe.kernel.fallback_version)
     _menu_text_rules(p, ("kernel", "cmdline"), kernel.cmdline, "the kernel command line")
@@ -369,7 +439,7 @@ def make_plan(recipe: Recipe, located: Located, recipe_path: Path) -> Plan:
         p.add(("kernel", "cmdline"), f"the kernel command line is {len(kernel.cmdline.encode())} bytes; Xen "
                                      "passes only 1023", "shorten it")
     modules = list(dict.fromkeys([*PV_MODULES, ROOT_FS_MODULE[root.fstype], *recipe.initrd.modules]))
-    initrd = InitrdPlan(tool, tuple(modules), recipe.initrd.compression)
+    initrd = InitrdPlan(tool, tuple(modules), choice.initrd_compression)
     menu = _menu(recipe, disk, kernel, release, p, warnings)
     # --- files, users ---
     base = recipe_path.parent

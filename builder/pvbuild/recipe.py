@@ -65,19 +65,24 @@ class _Model(BaseModel):
 
 
 class Distro(_Model):
-    family: Literal["debian"] = Field("debian", description="distribution family")
-    release: str = Field("bookworm", description="codename or version: bookworm, 12")
-    mirror: str | None = Field(None, description="archive URL; default: the host's apt sources (or "
-                                                 "$PVBUILD_MIRROR)")
-    security_mirror: str | None = Field(None, description="security archive URL; default: the host's")
-    components: list[str] = Field(default_factory=lambda: ["main"])
-    backend: Literal["mmdebstrap"] = "mmdebstrap"
+    family: Literal["debian", "ubuntu", "fedora", "centos", "rhel", "opensuse", "sles", "amazon", "gentoo"] = Field(
+        "debian", description="distribution family (README: Support)")
+    release: str | None = Field(None, description="codename or version: bookworm, 12, jammy, 22.04, 9-stream; "
+                                                  "default: the family's (bookworm for debian)")
+    mirror: str | None = Field(None, description="archive URL; default: debian: the host's apt sources (or "
+                                                 "$PVBUILD_MIRROR); other families: $PVBUILD_<FAMILY>_MIRROR")
+    security_mirror: str | None = Field(None, description="security archive URL (apt families); default: the "
+                                                          "host's")
+    components: list[str] = Field(default_factory=lambda: ["main"], description="apt components (debian, ubuntu)")
+    backend: Literal["mmdebstrap", "diskimage-builder"] | None = Field(
+        None, description="default: mmdebstrap for debian, diskimage-builder for the others")
 
 
 class Kernel(_Model):
     package: str | None = Field(None, description="kernel package; default: the distro's Xen-capable one")
     cmdline: Args = Field(default_factory=list, description="extra kernel arguments")
-    console: str = Field("hvc0", description="console device; PV guests print on hvc0")
+    console: str = Field("hvc0", description="console device; PV guests print on hvc0 (unless set here, pvbuild "
+                                             "uses xvc0 for the Xen-patched kernel-xen/kernel-ec2 of old releases)")
     root: Literal["uuid", "label", "device"] = Field("uuid", description="how root= names the root filesystem")
     fallback_version: str | None = Field(None, description="a known-good kernel version for the fallback entry "
                                                            "(default: the previous kernel, /boot/vmlinuz.old)")
@@ -87,7 +92,8 @@ class Initrd(_Model):
     tool: Literal["auto", "update-initramfs", "dracut", "mkinitrd"] = "auto"
     modules: list[str] = Field(default_factory=list, description="modules forced into the initrd, besides "
                                                                  "xen-blkfront, xen-netfront and the root fs")
-    compression: Literal["zstd", "gzip", "xz", "lz4", "lzma", "bzip2", "lzop"] = "zstd"
+    compression: Literal["zstd", "gzip", "xz", "lz4", "lzma", "bzip2", "lzop"] | None = Field(
+        None, description="default: zstd where the kernel unpacks it (Linux >= 5.9), else gzip")
 
 
 class Partition(_Model):

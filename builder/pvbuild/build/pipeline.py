@@ -139,6 +139,14 @@ def preflight(plan: Plan) -> None:
     from pvbuild.build.run import which
     from pvbuild.errors import EnvironmentProblem
 
+    d = plan.distro
+    if d.backend != "mmdebstrap":
+        raise EnvironmentProblem(f"cannot build {d.family} {d.version} yet: the diskimage-builder backend (element "
+                                 f"{d.dib_element or 'none for this release'}) is needed and not built yet; today "
+                                 "pvbuild builds Debian with mmdebstrap (`pvbuild plan` shows the whole plan)")
+    if d.family != "debian":
+        raise EnvironmentProblem(f"cannot build {d.family} {d.version} with mmdebstrap yet: pvbuild's elements "
+                                 "set up Debian only; the diskimage-builder backend is needed")
     if os.geteuid() != 0:
         raise EnvironmentProblem("pvbuild build must run as root: mmdebstrap --mode=root, chroot and mounts need it "
                                  "(run it with sudo, or as root in a container/VM)")
