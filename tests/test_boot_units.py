@@ -246,3 +246,16 @@ def test_qcow2_and_tiny_files_are_refused(tmp_path: Path) -> None:
         check_input(t, "hd0", "x86_64", 300)
     with pytest.raises(UsageError, match="timeout"):
         check_input(q, "hd0", "x86_64", 0)
+
+
+def test_disagreement_and_build_flag() -> None:
+    from pvbuild.boot.stage import disagreement
+    from pvbuild.cli import build_parser
+
+    assert disagreement(True, {"reached_userspace": True}) is None
+    assert disagreement(False, {"reached_userspace": False}) is None
+    assert disagreement(True, {"skipped": "i386"}) is None
+    assert "real boot says it does not (root not mounted)" in (
+        disagreement(True, {"reached_userspace": False, "failure": "root not mounted"}) or "")
+    assert "real boot reached userspace" in (disagreement(False, {"reached_userspace": True}) or "")
+    assert build_parser().parse_args(["build", "r.yaml", "--boot"]).boot is True

@@ -194,7 +194,8 @@ def diagnose(tr: Transcript, kernel_started: bool, root_mounted: bool, timeout: 
     """Why the guest did not reach userspace, in one sentence that names the stage."""
     lines = tr.lines
     texts = [gl.text for gl in lines]
-    last = next((t for t in reversed(texts) if t.strip()), "")
+    # the runner's `script` wrapper adds a first and a last line of its own: not the guest's
+    last = next((t for t in reversed(texts) if t.strip() and not t.startswith(("Script started", "Script done"))), "")
     panic = next((t[t.index("Kernel panic"):] for t in texts if "Kernel panic" in t), None)
     if tr.result is None:
         return "the Xen host gave no result for this guest (dom0's runner did not finish; see the console log)"

@@ -36,8 +36,9 @@ from pvbuild.errors import EnvironmentProblem, PvbuildError
 
 QEMU = "qemu-system-x86_64"
 SNAPSHOT_FORMAT = "1"
+VCPUS = int(os.environ.get("PVBUILD_BOOT_VCPUS", "2"))
 XEN_ARGS = ("console=com1 com1=115200,8n1 loglvl=all guest_loglvl=all dom0_mem=1024M,max:1024M "
-            "dom0_max_vcpus=2 noreboot")
+            f"dom0_max_vcpus={VCPUS} noreboot")
 DOM0_ARGS = "root=/dev/vda ro console=hvc0 earlyprintk=xen quiet"
 READY = "PVBOOT READY"
 DOM0_BOOT_TIMEOUT = 900.0
@@ -83,7 +84,7 @@ def machine_type() -> str:
 def base_argv(host: XenHost, accel: str, machine: str) -> list[str]:
     """Everything of the command line that must be identical between save and restore."""
     acc = "tcg,thread=multi" if accel == "tcg" else "kvm"
-    return [QEMU, "-machine", machine, "-accel", acc, "-cpu", "qemu64", "-smp", "2", "-m", "2048",
+    return [QEMU, "-machine", machine, "-accel", acc, "-cpu", "qemu64", "-smp", str(VCPUS), "-m", "2048",
             "-nodefaults", "-vga", "none", "-display", "none", "-net", "none", "-no-reboot",
             "-kernel", _safe(host.xen), "-append", XEN_ARGS,
             "-initrd", f"{_safe(host.kernel)} {DOM0_ARGS},{_safe(host.initrd)}",
@@ -270,7 +271,10 @@ class Snapshot:
 
 
 def snapshot_dir(host: XenHost, accel: str, qkey: str) -> Path:
-    return host.folder / f"snapshot-{accel}-{qkey}-{SNAPSHOT_FORMAT}"
+    """Keyed by the accelerator, the QEMU build and the command line the state must be restored with."""
+    argv = base_argv(host, accel, machine_type())
+    digest = hashlib.sha256(json.dumps([SNAPSHOT_FORMAT, argv]).encode()).hexdigest()[:10]
+    return host.folder / f"snapshot-{accel}-{qkey}-{digest}"
 
 
 def find_snapshot(host: XenHost, accel: str) -> tuple[Snapshot | None, str]:
