@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("recipe", metavar="RECIPE", help="recipe file (YAML)")
     b.add_argument("-v", "--verbose", action="store_true", help="show the commands run")
     b.add_argument("--no-ship", action="store_true", help="do not register the image even if the recipe has aws")
+    b.add_argument("--boot", action="store_true", help="after the emulator check, boot the image as a Xen PV guest "
+                                                       "(pvbuild boot); fail when the two disagree")
     b.add_argument("--json", action="store_true", help="print a summary (image, sha256, verdict, AMIs) as JSON")
     b.add_argument("--locked", action="store_true", help="install exactly the packages of RECIPE.lock (fails, "
                                                          "listing the differences, when the mirror lost one)")
@@ -501,7 +503,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
         plan = locked_plan(plan)
         _say(f"locked: {len(plan.locked)} packages pinned from {Path(plan.recipe).with_suffix('.lock')}")
-    built = build(plan, verbose=args.verbose)
+    built = build(plan, verbose=args.verbose, boot=args.boot)
     registered: list[Any] = []
     if plan.aws is not None and not args.no_ship:
         from pvbuild.aws.register import ship_built

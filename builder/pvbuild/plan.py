@@ -489,7 +489,7 @@ def make_plan(recipe: Recipe, located: Located, recipe_path: Path) -> Plan:
     return Plan(str(recipe_path.resolve()), recipe.name, recipe.hostname or recipe.name, sde, distro, kernel,
                 initrd, disk, menu, PvgrubPlan(recipe.pvgrub.version, variant, pvgrub_arch),
                 tuple(files), tuple(users), tuple(recipe.ssh_authorized_keys), output, aws, tuple(warnings),
-                __version__)
+                __version__, boot=recipe.boot)
 
 
 def _aws_plan(recipe: Recipe, base: Path, variant: str, arch: str, p: _Problems) -> AwsPlan | None:

@@ -248,6 +248,8 @@ class Plan:
     pvbuild_version: str = ""
     # `--locked`: every package of the bootstrap pinned to (name, version, arch) from RECIPE.lock.
     locked: tuple[tuple[str, str, str], ...] = ()
+    # recipe `boot: true`: the build boots the image as a Xen PV guest after the emulator check (pvbuild boot).
+    boot: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -214,6 +214,8 @@ class Recipe(_Model):
     ssh_authorized_keys: list[str] = Field(default_factory=list, description="for root")
     output: Output = Field(default_factory=lambda: Output.model_validate({}))
     aws: Aws | None = Field(None, description="ship it: register an AMI in each region after the build")
+    boot: bool = Field(False, description="after the emulator check, boot the image as a Xen PV guest (pvbuild "
+                                          "boot); the build fails when the two verdicts differ")
 
 
 class Problem:

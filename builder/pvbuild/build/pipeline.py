@@ -160,7 +160,7 @@ def preflight(plan: Plan) -> None:
 
 
 def build(plan: Plan, *, verbose: bool = False, console: TextIO | None = None, refresh_rootfs: bool = False,
-          work_parent: Path | None = None, rootfs_cache: Path | None = None) -> BuiltImage:
+          work_parent: Path | None = None, rootfs_cache: Path | None = None, boot: bool = False) -> BuiltImage:
     """Build the plan's image, check it with the emulator, and write the output folder.
 
     Raises `CheckFailed` (exit 1) when the image would not boot, `CommandFailed`/`ToolMissing` (exit 3) when a
@@ -168,6 +168,8 @@ def build(plan: Plan, *, verbose: bool = False, console: TextIO | None = None, r
     and `BuildInterrupted` on SIGTERM — in every case after releasing all it acquired.
     `work_parent` (default $PVBUILD_WORKDIR, $TMPDIR or /var/tmp) holds the rootfs tree while building;
     `rootfs_cache` (default $XDG_CACHE_HOME/pvbuild) holds the bootstrap tarballs.
+    `boot` (or the recipe's `boot: true`) also boots the image as a Xen PV guest after the check (`pvbuild boot`):
+    boot-report.json gains `real_boot` and `disagreement`, and the build fails when the two verdicts differ.
     """
     from pvbuild.pvgrub.check import check_image
     from pvbuild.pvgrub.profiles import Profile
@@ -219,6 +221,13 @@ def build(plan: Plan, *, verbose: bool = False, console: TextIO | None = None, r
                 for f in rj.get("findings", []):
                     if f.get("severity") in ("error", "warning"):
                         log.say(f"  {f.get('severity')}: {f.get('code')}: {f.get('message')}")
+                if boot or plan.boot:
+                    from pvbuild.boot.stage import disagreement, real_boot
+
+                    with log.stage("boot (Xen PV guest under QEMU)"):
+                        rj["real_boot"] = real_boot(image, p.variant, p.arch, log, work)
+                    rj["disagreement"] = disagreement(boots, rj["real_boot"])
+                    boots = boots and rj["disagreement"] is None
                 with log.stage("output (hashes, reports)"):
                     (out / "plan.json").write_text(json.dumps(plan.to_json(), indent=2, sort_keys=True) + "\n")
                     (out / "boot-report.json").write_text(json.dumps(rj, indent=2) + "\n")
@@ -250,6 +259,9 @@ def build(plan: Plan, *, verbose: bool = False, console: TextIO | None = None, r
                        initrd_bytes=initrd_bytes, image_bytes=size, allocated_bytes=alloc, rootfs_cached=cached,
                        seconds=time.monotonic() - t0)
     if not boots:
+        if rj.get("disagreement"):
+            raise CheckFailed(f"{rj['disagreement']}; the image and its boot-report.json (both verdicts) are in "
+                              f"{dest}", str(dest))
         why = rj.get("grub_error") or [f["code"] for f in rj.get("findings", []) if f.get("severity") == "error"]
         raise CheckFailed(f"the image would not boot under PV-GRUB {p.version} {p.variant} {p.arch} ({why}); "
                           f"the image and its boot-report.json are in {dest}", str(dest))
