@@ -176,3 +176,24 @@ def test_cli_packer_without_packer(tmp_path: Path, capsys: pytest.CaptureFixture
     assert json.loads(out_manifest.read_text())["builds"] == [entry]
     assert len(json.loads(path.read_text())["builds"]) == 1  # Packer's own manifest is left as it was
     assert check_image(tmp_path / "build" / "disk.pvgrub.raw", Profile()).boots
+
+
+def test_image_that_does_not_boot_fails_the_build_and_is_not_registered(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A converted image the emulator says does not boot (here: under the 1.03 hd00 AKI, which looks only in
+    (hd0,0), a partitionless image) is recorded in the manifest with boots=false and exit 1, which fails Packer's
+    build; --register is not acted on (no AWS endpoint is reachable here: any attempt would fail differently)."""
+    image = tmp_path / "disk.raw"
+    subprocess.run(["cp", "--sparse=always", str(stock_whole()), str(image)], check=True)
+    path = _manifest(tmp_path, [{"name": "f", "builder_type": "file", "files": [{"name": str(image), "size": 1}],
+                                 "packer_run_uuid": "r5"}])
+    monkeypatch.setenv("PACKER_BUILD_NAME", "f")
+    monkeypatch.setenv("PACKER_RUN_UUID", "r5")
+    monkeypatch.setenv("PVBUILD_EC2_ENDPOINT", "http://127.0.0.1:9")
+    code = main(["packer", "--manifest", str(path), "--pvgrub", "1.03", "--variant", "hd00", "--register",
+                 "--region", "us-east-1", "--name", "never", "--table", "--json"])
+    entry = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert entry["custom_data"]["boots"] == "false" and "amis" not in entry["custom_data"]
+    assert entry["artifact_id"] == str(tmp_path / "disk.pvgrub.raw")
+    assert json.loads(path.read_text())["builds"][-1] == entry
