@@ -205,6 +205,15 @@ def test_a_kernel_the_recipe_names_is_trusted_and_left_to_the_build_s_check(tmp_
     assert problems(recipe(tmp_path, "ubuntu", "jammy", extra="kernel:\n  package: linux-image-virtual\n"))
 
 
+def test_other_kernels_the_profile_knows_are_checked_too(tmp_path: Path) -> None:
+    extra = "kernel:\n  package: linux-image-cloud-amd64\n"
+    (line, field, message, _), = problems(recipe(tmp_path, "debian", "bookworm", extra=extra))
+    assert (line, field) == (7, "kernel.package") and "lz4-compressed" in message
+    plan = load_plan(recipe(tmp_path, "ubuntu", "bionic", extra="kernel:\n  package: linux-image-aws\n"))
+    assert (plan.distro.kernel_compression, plan.initrd.compression) == ("gzip", "gzip")
+    assert problems(recipe(tmp_path, "ubuntu", "focal", extra="kernel:\n  package: linux-image-aws\n"))
+
+
 def test_xen_patched_kernels_default_to_xvc0(tmp_path: Path) -> None:
     assert "console=xvc0" in load_plan(recipe(tmp_path, "centos", "5")).kernel.cmdline
     assert "console=xvc0" in load_plan(recipe(tmp_path, "opensuse", "11.2", "i386")).kernel.cmdline

@@ -307,16 +307,18 @@ class _DistroChoice(NamedTuple):
 def _distro_choice(recipe: Recipe, family: Family, release: Release, p: _Problems) -> _DistroChoice:
     """The distro profile's answers for this recipe, and its refusals (distros/profile.py says why each one)."""
     d = recipe.distro
-    known = release.kernel(recipe.arch)
-    custom = recipe.kernel.package is not None and not (isinstance(known, Kernel)
-                                                         and recipe.kernel.package == known.package)
-    kernel = None if custom or isinstance(known, str) else known
+    known = release.kernel(recipe.arch, recipe.kernel.package)
+    # A kernel the recipe names and the profile does not know is trusted: the build's check reads it.
+    custom = recipe.kernel.package is not None and isinstance(known, str)
+    kernel = known if isinstance(known, Kernel) else None
     if not custom:
         from pvbuild.pvgrub.profiles import Profile as PvgrubProfile
 
-        refusal = kernel_refusal(release, recipe.arch, PvgrubProfile(recipe.pvgrub.version).compressions)
+        readable = PvgrubProfile(recipe.pvgrub.version).compressions
+        refusal = kernel_refusal(release, recipe.arch, readable, recipe.kernel.package)
         if refusal is not None:
-            p.add(("arch",) if refusal.field == "arch" else ("distro", "release"), refusal.message, refusal.hint)
+            where = ("kernel", "package") if recipe.kernel.package else ("distro", "release")
+            p.add(("arch",) if refusal.field == "arch" else where, refusal.message, refusal.hint)
     console = recipe.kernel.console
     if "console" not in recipe.kernel.model_fields_set and kernel is not None:
         console = kernel.console

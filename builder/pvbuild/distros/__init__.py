@@ -39,6 +39,9 @@ def support_table() -> str:
                 traps.append(f"console={k.console}")
             if plans and isinstance(k, Kernel) and series_tuple(k.series) < RD_ZSTD_SINCE:
                 traps.append("initrd gzip (no zstd before 5.9)")
+            for other in r.other_kernels:
+                why = short_reason(r, "x86_64", AWS_COMPRESSIONS, other.package)
+                traps.append(f"`{other.package}` {other.series}: {f'refused, {why}' if why else 'plans'}")
             if r.note:
                 traps.append(r.note)
             release = r.name if r.name == r.version else f"{r.name} ({r.version})"

@@ -23,28 +23,24 @@ from pvbuild.errors import EnvironmentProblem
 _SRC = "Debian 12's package read by tests/test_kernel.py"
 
 
-def _release(codename: str, version: str, series: str, compression: str, source: str = _SRC) -> Release:
-    note = "" if compression == "zstd" else "not `linux-image-cloud-amd64`: lz4"
+def _release(codename: str, version: str, series: str, compression: str, source: str = _SRC,
+             cloud_config: str = "") -> Release:
+    cloud = (Kernel("linux-image-cloud-amd64", series, "lz4", True,
+                    f"nyrahul/linux-kernel-configs: {cloud_config} CONFIG_KERNEL_LZ4=y"),) if cloud_config else ()
     return Release(codename, version, f"Debian GNU/Linux {version} ({codename})",
                    Kernel("linux-image-amd64", series, compression, True, source),
                    Kernel("linux-image-686-pae", series, compression, False, source),
-                   "update-initramfs", "debian-minimal", note=note)
+                   "update-initramfs", "debian-minimal", other_kernels=cloud)
 
 
 RELEASES: dict[str, Release] = {r.name: r for r in (
-    _release("bullseye", "11", "5.10", "xz"),
-    _release("bookworm", "12", "6.1", "xz"),
+    _release("bullseye", "11", "5.10", "xz", cloud_config="config-5.10.0-28-cloud-amd64"),
+    _release("bookworm", "12", "6.1", "xz", cloud_config="config-6.1.0-18-cloud-amd64"),
     _release("trixie", "13", "6.12", "zstd", "QubesOS/qubes-core-admin PR #709: Debian 13's kernel is zstd"),
 )}
 FAMILY = Family("debian", "Debian", tuple(RELEASES.values()), "bookworm", apt=True)
-KERNEL_PACKAGES = {"amd64": "linux-image-amd64", "i386": "linux-image-686-pae"}
-DEB_ARCH = {"x86_64": "amd64", "i386": "i386"}
 # What a bootable minbase system needs besides the kernel: an init, udev, the initrd tool and its compressor.
 BASE_PACKAGES = ("systemd-sysv", "udev", "kmod", "initramfs-tools", "zstd")
-
-
-def resolve_release(name: str) -> Release | None:
-    return FAMILY.resolve(name)
 
 
 @dataclass(frozen=True)

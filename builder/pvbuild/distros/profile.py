@@ -58,9 +58,16 @@ class Release:
     dib_element: str | None  # the diskimage-builder element that builds it; None: no element does
     aliases: tuple[str, ...] = ()
     note: str = ""  # a trap that is not a refusal (README: Support)
+    # Other kernel packages of the release that pvbuild knows (x86_64), checked when a recipe names one.
+    other_kernels: tuple[Kernel, ...] = ()
 
-    def kernel(self, arch: Arch) -> Kernel | str:
-        return self.x86_64 if arch == "x86_64" else self.i386
+    def kernel(self, arch: Arch, package: str | None = None) -> Kernel | str:
+        """The release's kernel on `arch`, or the one named `package` (None: pvbuild does not know that one)."""
+        default = self.x86_64 if arch == "x86_64" else self.i386
+        if package is None or (isinstance(default, Kernel) and default.package == package):
+            return default
+        found = [k for k in self.other_kernels if k.package == package and arch == "x86_64"]
+        return found[0] if found else f"pvbuild does not know {package}"
 
 
 @dataclass(frozen=True)
@@ -102,12 +109,12 @@ class Refusal:
     hint: str
 
 
-def kernel_refusal(release: Release, arch: Arch, readable: frozenset[str]) -> Refusal | None:
-    """Why the release's own kernel cannot boot under PV-GRUB on `arch`; None when nothing is known against it.
-
-    `readable` is the PV-GRUB profile's list of kernel compressions (pvgrub/profiles.py).
+def kernel_refusal(release: Release, arch: Arch, readable: frozenset[str], package: str | None = None
+                   ) -> Refusal | None:
+    """Why the release's kernel (or the known `package`) cannot boot under PV-GRUB on `arch`; None when nothing is
+    known against it. `readable` is the PV-GRUB profile's list of kernel compressions (pvgrub/profiles.py).
     """
-    found = _refusal(release, arch, readable)
+    found = _refusal(release, arch, readable, package)
     if found is None:
         return None
     other: Arch = "x86_64" if arch == "i386" else "i386"
@@ -117,8 +124,8 @@ def kernel_refusal(release: Release, arch: Arch, readable: frozenset[str]) -> Re
     return found
 
 
-def _refusal(release: Release, arch: Arch, readable: frozenset[str]) -> Refusal | None:
-    kernel = release.kernel(arch)
+def _refusal(release: Release, arch: Arch, readable: frozenset[str], package: str | None = None) -> Refusal | None:
+    kernel = release.kernel(arch, package)
     if isinstance(kernel, str):
         return Refusal("arch", f"{release.title} has no {arch} kernel: {kernel}", "")
     if arch == "i386" and series_tuple(kernel.series) >= I386_PV_REMOVED:
@@ -141,10 +148,10 @@ def _refusal(release: Release, arch: Arch, readable: frozenset[str]) -> Refusal 
     return None
 
 
-def short_reason(release: Release, arch: Arch, readable: frozenset[str]) -> str:
+def short_reason(release: Release, arch: Arch, readable: frozenset[str], package: str | None = None) -> str:
     """The refusal in a few words, for the README's table ("" when the plan is made)."""
-    kernel = release.kernel(arch)
-    if _refusal(release, arch, readable) is None:
+    kernel = release.kernel(arch, package)
+    if _refusal(release, arch, readable, package) is None:
         return ""
     if isinstance(kernel, str):
         return f"no {arch} kernel"

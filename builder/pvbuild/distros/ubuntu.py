@@ -8,6 +8,8 @@ Kernels, with the source of each claim (CONFIGS = /boot/config-VERSION files in 
   3.13.0-48-generic booting under PV-GRUB.
 - 16.04, 18.04: gzip, CONFIG_XEN_PV=y (CONFIGS: config-4.15.0-142-generic of 16.04.7, config-4.15.0-163-generic
   of 18.04.6).
+- The AWS flavour: 18.04's linux-image-aws (5.4) is gzip with CONFIG_XEN_PV=y (CONFIGS: config-5.4.0-1060-aws),
+  20.04's (5.11 then) lz4 (CONFIGS: config-5.11.0-1022-aws).
 - 20.04: lz4 (CONFIGS: config-5.4.0-204-generic; Ubuntu's focal tree debian.master/config/amd64/
   config.common.amd64 has CONFIG_KERNEL_LZ4=y, read in proxmox/mirror_ubuntu-focal-kernel). Ubuntu switched
   amd64 to lz4 in 19.10 and to zstd in 21.10 (TuxInvader/focal-mainline-builder#7: "5.12.14 and 5.13 are now using
@@ -33,9 +35,11 @@ def _k(package: str, series: str, compression: str, source: str) -> Kernel:
     return Kernel(package, series, compression, True, source)
 
 
-def _lts(name: str, version: str, x86_64: Kernel | str, i386: Kernel | str, lts: bool = True) -> Release:
+def _lts(name: str, version: str, x86_64: Kernel | str, i386: Kernel | str, lts: bool = True,
+         aws: Kernel | None = None) -> Release:
     title = f"Ubuntu {version}{' LTS' if lts else ''} ({name})"
-    return Release(name, version, title, x86_64, i386, "update-initramfs", "ubuntu-minimal")
+    return Release(name, version, title, x86_64, i386, "update-initramfs", "ubuntu-minimal",
+                   other_kernels=(aws,) if aws else ())
 
 
 _EC2 = f"{SEED_JA}; {SEED_AWS}: 'Ubuntu EC2 2.6.32.302-EC'; gzip UNVERIFIED"
@@ -59,8 +63,10 @@ RELEASES = (
     _lts("xenial", "16.04", _k("linux-image-virtual", "4.4", "gzip", _XENIAL),
          _k("linux-image-generic", "4.4", "gzip", _XENIAL)),
     _lts("bionic", "18.04", _k("linux-image-virtual", "4.15", "gzip", _BIONIC),
-         _k("linux-image-generic", "4.15", "gzip", _BIONIC)),
-    _lts("focal", "20.04", _k("linux-image-virtual", "5.4", "lz4", _FOCAL), _NO_I386),
+         _k("linux-image-generic", "4.15", "gzip", _BIONIC),
+         aws=_k("linux-image-aws", "5.4", "gzip", f"{_CFG}: Ubuntu 18.04.6 config-5.4.0-1060-aws gzip, XEN_PV=y")),
+    _lts("focal", "20.04", _k("linux-image-virtual", "5.4", "lz4", _FOCAL), _NO_I386,
+         aws=_k("linux-image-aws", "5.11", "lz4", f"{_CFG}: Ubuntu 20.04.3 config-5.11.0-1022-aws KERNEL_LZ4=y")),
     _lts("jammy", "22.04", _k("linux-image-virtual", "5.15", "zstd", _JAMMY), _NO_I386),
     _lts("noble", "24.04", _k("linux-image-virtual", "6.8", "zstd", _NOBLE), _NO_I386),
 )
