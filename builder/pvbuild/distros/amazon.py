@@ -14,9 +14,9 @@ Sources (CONFIGS = /boot/config-VERSION files in nyrahul/linux-kernel-configs):
 
 from __future__ import annotations
 
+from pvbuild.distros.profile import CONFIGS as _CFG
 from pvbuild.distros.profile import Family, Kernel, Release
 
-_CFG = "nyrahul/linux-kernel-configs"
 _AL2 = f"{_CFG}: config-4.14.252-195.483.amzn2 XEN_PV=y, gzip"
 _AL1 = f"as Amazon Linux 2's 4.14 ({_AL2}); amzn1's own config UNVERIFIED; seed 002 boots an amzn1 kernel"
 _AL2023 = f"{_CFG}: config-6.1.19-30.43.amzn2023, config-6.1.141-165.249.amzn2023"

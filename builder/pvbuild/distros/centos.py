@@ -18,9 +18,9 @@ Sources (CONFIGS = /boot/config-VERSION files in nyrahul/linux-kernel-configs):
 
 from __future__ import annotations
 
+from pvbuild.distros.profile import CONFIGS as _CFG
 from pvbuild.distros.profile import SEED_AWS, SEED_JA, Family, InitrdTool, Kernel, Release
 
-_CFG = "nyrahul/linux-kernel-configs"
 _5 = f"{SEED_JA}; {SEED_AWS}: 'RHEL 5.x kernels', 'CentOS 5.x kernels'"
 _6 = f"{SEED_AWS}: 'RHEL 6.x kernels', 'CentOS 6.x kernels'; gzip UNVERIFIED"
 _7 = f"{_CFG}: CentOS 7 config-3.10.0-1160.102.1.el7 CONFIG_XEN=y, gzip"

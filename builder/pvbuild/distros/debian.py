@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from pvbuild.distros.profile import Family, Kernel, Release
+from pvbuild.distros.profile import CONFIGS, Family, Kernel, Release
 from pvbuild.errors import EnvironmentProblem
 
 # Debian 12's linux-image-amd64 is a bzImage with an xz payload and Xen PV notes: tests/test_kernel.py reads the
@@ -26,7 +26,7 @@ _SRC = "Debian 12's package read by tests/test_kernel.py"
 def _release(codename: str, version: str, series: str, compression: str, source: str = _SRC,
              cloud_config: str = "") -> Release:
     cloud = (Kernel("linux-image-cloud-amd64", series, "lz4", True,
-                    f"nyrahul/linux-kernel-configs: {cloud_config} CONFIG_KERNEL_LZ4=y"),) if cloud_config else ()
+                    f"{CONFIGS}: {cloud_config} CONFIG_KERNEL_LZ4=y"),) if cloud_config else ()
     return Release(codename, version, f"Debian GNU/Linux {version} ({codename})",
                    Kernel("linux-image-amd64", series, compression, True, source),
                    Kernel("linux-image-686-pae", series, compression, False, source),

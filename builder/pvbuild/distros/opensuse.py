@@ -15,9 +15,9 @@ Sources (CONFIGS = /boot/config-VERSION files in nyrahul/linux-kernel-configs):
 
 from __future__ import annotations
 
+from pvbuild.distros.profile import CONFIGS as _CFG
 from pvbuild.distros.profile import SEED_AWS, Family, InitrdTool, Kernel, Release
 
-_CFG = "nyrahul/linux-kernel-configs"
 _XEN = f"{SEED_AWS}: 'SLES/openSUSE 10.x, 11.0, 11.1 Xen'; gzip UNVERIFIED"
 _EC2 = f"{SEED_AWS}: 'SLES/openSUSE 11.x EC2 Variant'; gzip UNVERIFIED"
 _SLE12 = f"{_CFG}: SLES 12 SP5 config-4.12.14-122.54-default XEN_PV=y, gzip"

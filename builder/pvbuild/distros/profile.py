@@ -26,7 +26,7 @@ I386_PV_REMOVED = (5, 9)
 # Linux unpacks a zstd initramfs from 5.9 on (CONFIG_RD_ZSTD, "usr: Add support for zstd compressed initramfs").
 RD_ZSTD_SINCE = (5, 9)
 # Sources cited by several families.
-CONFIGS = "nyrahul/linux-kernel-configs @76bbb04"  # /boot/config-VERSION files copied from running systems
+CONFIGS = "nyrahul/linux-kernel-configs"  # /boot/config-VERSION files of running systems (read at 76bbb04)
 SEED_AWS = "seed 000 (AWS UserProvidedKernels: distributions known to work with PV-GRUB)"
 SEED_JA = "seed 002 (older distros need the special ec2/xen kernel packages)"
 
@@ -62,7 +62,7 @@ class Release:
     other_kernels: tuple[Kernel, ...] = ()
 
     def kernel(self, arch: Arch, package: str | None = None) -> Kernel | str:
-        """The release's kernel on `arch`, or the one named `package` (None: pvbuild does not know that one)."""
+        """The release's kernel on `arch` (or the known one named `package`), or why there is none."""
         default = self.x86_64 if arch == "x86_64" else self.i386
         if package is None or (isinstance(default, Kernel) and default.package == package):
             return default
@@ -107,6 +107,7 @@ class Refusal:
     field: Literal["arch", "release"]  # which recipe field the cause sits on
     message: str
     hint: str
+    short: str  # in a few words, for the README's table
 
 
 def kernel_refusal(release: Release, arch: Arch, readable: frozenset[str], package: str | None = None
@@ -120,23 +121,23 @@ def kernel_refusal(release: Release, arch: Arch, readable: frozenset[str], packa
     other: Arch = "x86_64" if arch == "i386" else "i386"
     if found.field == "arch":
         hint = f"build {other}" if _refusal(release, other, readable) is None else "choose another release"
-        return Refusal(found.field, found.message, hint)
+        return Refusal(found.field, found.message, hint, found.short)
     return found
 
 
 def _refusal(release: Release, arch: Arch, readable: frozenset[str], package: str | None = None) -> Refusal | None:
     kernel = release.kernel(arch, package)
     if isinstance(kernel, str):
-        return Refusal("arch", f"{release.title} has no {arch} kernel: {kernel}", "")
+        return Refusal("arch", f"{release.title} has no {arch} kernel: {kernel}", "", f"no {arch} kernel")
     if arch == "i386" and series_tuple(kernel.series) >= I386_PV_REMOVED:
         return Refusal("arch", f"{release.title}'s 32-bit kernel ({kernel.package}, Linux {kernel.series}) has no "
                                "Xen PV support: Linux removed 32-bit PV guests in 5.9, so PV-GRUB i386 has "
-                               "nothing to boot", "")
+                               "nothing to boot", "", f"Linux {kernel.series} >= 5.9: no 32-bit PV")
     if not kernel.xen_pv:
         return Refusal("release", f"{release.title}'s kernel ({kernel.package}, Linux {kernel.series}) is not "
                                   f"built to run as a Xen PV guest (CONFIG_XEN_PV is not set: {kernel.source})",
                        "choose a release whose kernel has Xen PV (README: Support), or give kernel.package a "
-                       "kernel that has it")
+                       "kernel that has it", "kernel without Xen PV")
     if kernel.compression and kernel.compression not in readable:
         return Refusal("release", f"{release.title}'s kernel ({kernel.package}, Linux {kernel.series}) is "
                                   f"{kernel.compression}-compressed ({kernel.source}); PV-GRUB's libxc loader "
@@ -144,19 +145,11 @@ def _refusal(release: Release, arch: Arch, readable: frozenset[str], package: st
                                   "compression format\"",
                        "pvbuild does not recompress kernels: choose an older release with a gzip/xz kernel, or "
                        "give kernel.package a kernel built with CONFIG_KERNEL_XZ or CONFIG_KERNEL_GZIP (the "
-                       "build's check reads it)")
+                       "build's check reads it)", f"{kernel.compression} kernel")
     return None
 
 
 def short_reason(release: Release, arch: Arch, readable: frozenset[str], package: str | None = None) -> str:
     """The refusal in a few words, for the README's table ("" when the plan is made)."""
-    kernel = release.kernel(arch, package)
-    if _refusal(release, arch, readable, package) is None:
-        return ""
-    if isinstance(kernel, str):
-        return f"no {arch} kernel"
-    if arch == "i386" and series_tuple(kernel.series) >= I386_PV_REMOVED:
-        return f"Linux {kernel.series} >= 5.9: no 32-bit PV"
-    if not kernel.xen_pv:
-        return "kernel without Xen PV"
-    return f"{kernel.compression} kernel"
+    found = _refusal(release, arch, readable, package)
+    return found.short if found else ""

@@ -25,9 +25,9 @@ Kernels, with the source of each claim (CONFIGS = /boot/config-VERSION files in 
 
 from __future__ import annotations
 
+from pvbuild.distros.profile import CONFIGS as _CFG
 from pvbuild.distros.profile import SEED_AWS, SEED_JA, Family, Kernel, Release
 
-_CFG = "nyrahul/linux-kernel-configs"
 _NO_I386 = "Ubuntu builds no i386 kernel since 19.10 (i386 is a compatibility userspace only)"
 
 
