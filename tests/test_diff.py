@@ -316,6 +316,28 @@ def test_ext_walk_reads_holes_as_zeros_where_grub_does_not(fstype: str) -> None:
         assert b"".join(fs.content(entries["/many/f0599"].ino)) == b"599"
 
 
+def test_walk_bounds_and_directory_cycle(tmp_path: Path) -> None:
+    """The walk is bounded (names) and a directory reached twice (a hard-linked directory: a corrupt image) is an
+    error, not an endless walk; `pvbuild diff` says so with exit 2."""
+    img = whole(base_tree())
+    with Disk(img) as disk:
+        fs = ext2.mount(Volume(disk, 0, disk.size))
+        assert fs is not None
+        with pytest.raises(GrubError) as e:
+            list(fs.walk(max_entries=5))
+        assert e.value.code == "fs-emulator-limit"
+    looped = copy(img, tmp_path / "loop.raw")
+    debugfs(looped, "link /etc /etc/alternatives/loop")
+    with Disk(looped) as disk:
+        fs = ext2.mount(Volume(disk, 0, disk.size))
+        assert fs is not None
+        with pytest.raises(GrubError) as e:
+            list(fs.walk())
+        assert e.value.code == "fs-corrupt" and "reached twice" in str(e.value)
+    out = run_diff(img, looped)
+    assert out.returncode == 2 and "/etc/alternatives/loop: directory inode" in out.stderr, out.stderr
+
+
 # --- hostile images: the walk raises GrubError or ends, nothing else ---------------------------------------
 def _walk_everything(fs: Filesystem | None) -> None:
     if fs is None:

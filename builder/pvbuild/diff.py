@@ -292,6 +292,7 @@ class _Contents:
         self.budget = budget
         self.read = 0
         self.errors: dict[tuple[int, int], str] = {}
+        self.compared: dict[tuple[int, int, int, int], bool | None] = {}
 
     def _chunks(self, fs: Filesystem, st: Inode) -> Iterator[bytes]:
         for chunk in fs.content(st.ino):
@@ -302,7 +303,14 @@ class _Contents:
             yield chunk
 
     def equal(self, fa: Filesystem, sa: Inode, fb: Filesystem, sb: Inode) -> bool | None:
-        """Whether two files of the same size hold the same bytes; None if either cannot be read."""
+        """Whether two files of the same size hold the same bytes; None if either cannot be read. Hard links
+        (the same pair of inodes again) are compared once."""
+        key = (id(fa), sa.ino, id(fb), sb.ino)
+        if key not in self.compared:
+            self.compared[key] = self._equal(fa, sa, fb, sb)
+        return self.compared[key]
+
+    def _equal(self, fa: Filesystem, sa: Inode, fb: Filesystem, sb: Inode) -> bool | None:
         xa, xb = self._chunks(fa, sa), self._chunks(fb, sb)
         bufa = bufb = memoryview(b"")
         try:
