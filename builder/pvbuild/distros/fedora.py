@@ -23,7 +23,8 @@ from pvbuild.distros.profile import CONFIGS as _CFG
 from pvbuild.distros.profile import SEED_AWS, Family, Kernel, Release
 
 _XEN = f"{SEED_AWS}: 'Fedora 8-9 Xen kernels'; gzip: Linux's default (UNVERIFIED)"
-_PVOPS = f"{SEED_AWS}: 'Fedora 13 (2.6.33.6-147 and higher)', 'Fedora 14 and later'; gzip as RHEL 7/8 ({_CFG})"
+_PVOPS = (f"{SEED_AWS}: 'Fedora 13 (2.6.33.6-147 and higher)', 'Fedora 14 and later'; gzip derived: RHEL 7/8 are "
+          f"({_CFG})")
 _ZSTD = f"QubesOS/qubes-core-admin PR #380 (Fedora's kernel is zstd since late 2020); {_CFG}: config-5.15.6-200.fc35"
 _NO_I686 = "Fedora builds no i686 kernel since Fedora 31"
 
