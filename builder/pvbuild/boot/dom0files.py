@@ -61,9 +61,10 @@ LOADER_CONFIGS = {
 }
 LOADER_BOOTSTRAP = "normal (memdisk)/grub.cfg\n"
 
-# The first-boot probe: a oneshot systemd unit pulled in by sysinit.target (so it runs as soon as systemd is up
-# on the real root, before the rest of the boot can get in its way), printing on the Xen console what the guest
-# saw. It is written into the overlay only.
+# The first-boot probe: a oneshot systemd unit pulled in by sysinit.target with no ordering at all, so the guest's
+# own systemd runs it among its very first jobs on the real root (under TCG the rest of the boot takes minutes and
+# proves nothing more about the PV side), printing on the Xen console what the guest saw. It only reads (the root
+# may still be read-only), and it is written into the overlay only.
 PROBE_SCRIPT = """#!/bin/sh
 # pvbuild boot probe: injected by `pvbuild boot` into a copy-on-write overlay; never part of the image.
 out=/dev/hvc0
@@ -85,7 +86,6 @@ PROBE_UNIT_NAME = "pvbuild-boot-probe.service"
 PROBE_UNIT = f"""[Unit]
 Description=pvbuild boot probe (injected by pvbuild boot into a copy-on-write overlay)
 DefaultDependencies=no
-After=systemd-remount-fs.service
 
 [Service]
 Type=oneshot
