@@ -4,6 +4,7 @@ filesystem readers, through the command line as users run it."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -291,6 +292,13 @@ def test_bad_input_exits_2_with_a_message(tmp_path: Path) -> None:
     v5 = whole(base_tree(), fstype="xfs", options=(), size_mb=300)
     out = run_diff(v5, good)
     assert out.returncode == 2 and "holds xfs" in out.stderr, out.stderr
+    if shutil.which("mkfs.jfs"):  # a filesystem PV-GRUB reads but no reader here can list
+        jfs = tmp_path / "jfs.raw"
+        jfs.write_bytes(b"")
+        os.truncate(jfs, 32 << 20)
+        subprocess.run(["mkfs.jfs", "-q", str(jfs)], capture_output=True, check=True)
+        out = run_diff(jfs, good)
+        assert out.returncode == 2 and "(hd0) holds jfs" in out.stderr and "cannot" in out.stderr, out.stderr
     usage = run_diff(good, good, "--pvgrub", "2.0")
     assert usage.returncode == 2 and "Traceback" not in usage.stderr
 

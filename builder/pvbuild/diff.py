@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import importlib
+import inspect
 import posixpath
 import re
 from collections.abc import Callable, Iterator
@@ -162,11 +164,30 @@ def _mount(vol: Volume, arch: str) -> tuple[FsIdentity | None, Filesystem | None
     fs: Filesystem | None = None
     try:
         fs = ext2.mount(vol) or xfs.mount(vol, arch=arch)
+        if fs is None and ident is not None and ident.fstype in _OTHER_READERS:
+            fs = _other_reader(ident.fstype, vol, arch)
     except GrubError:
         fs = None
     if ident is None and fs is not None:
         ident = fs.identity
     return ident, fs
+
+
+# Readers of other GRUB drivers, used when the module exists (their `walk` decides whether files can be listed).
+_OTHER_READERS = ("reiserfs", "jfs")
+
+
+def _other_reader(fstype: str, vol: Volume, arch: str) -> Filesystem | None:
+    try:
+        module = importlib.import_module(f"pvbuild.pvgrub.fs.{fstype}")
+    except ImportError:
+        return None
+    mount = getattr(module, "mount", None)
+    if mount is None:
+        return None
+    kwargs = {"arch": arch} if "arch" in inspect.signature(mount).parameters else {}
+    fs = mount(vol, **kwargs)
+    return fs if isinstance(fs, Filesystem) else None
 
 
 def open_image(path: str, profile: Profile, stack: ExitStack) -> Image:
@@ -196,7 +217,8 @@ def open_image(path: str, profile: Profile, stack: ExitStack) -> Image:
             except GrubError as e:
                 raise DiffError(f"{path}: {device} ({fs.identity.fstype}) cannot be read: {e}") from None
             except NotImplementedError as e:
-                raise DiffError(f"{path}: {device}: {e}") from None
+                raise DiffError(f"{path}: {device} holds {fs.identity.fstype}: {e}, so its files cannot be "
+                                "compared") from None
         views.append(view)
     image = Image(path, disk, layout, views, profile)
     _assign_mountpoints(image)
