@@ -197,3 +197,34 @@ def test_image_that_does_not_boot_fails_the_build_and_is_not_registered(
     assert entry["custom_data"]["boots"] == "false" and "amis" not in entry["custom_data"]
     assert entry["artifact_id"] == str(tmp_path / "disk.pvgrub.raw")
     assert json.loads(path.read_text())["builds"][-1] == entry
+
+
+@pytest.mark.slow
+def test_s3_backed_registration(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """--register --s3-bucket: the converted image is bundled (ec2-bundle-image format), uploaded and registered
+    with its ImageLocation; the manifest records the AMI and the bundle's location."""
+    from tests.test_aws_bundle import _identity
+
+    image = tmp_path / "disk.raw"
+    subprocess.run(["cp", "--sparse=always", str(stock_whole()), str(image)], check=True)
+    path = _manifest(tmp_path, [{"name": "s", "builder_type": "file", "files": [{"name": str(image), "size": 1}],
+                                 "packer_run_uuid": "r7"}])
+    user = _identity(tmp_path, "user")
+    with moto_endpoint() as url:
+        for k, v in {"PVBUILD_EC2_ENDPOINT": url, "PVBUILD_EBS_ENDPOINT": url, "PVBUILD_S3_ENDPOINT": url,
+                     "PACKER_BUILD_NAME": "s", "PACKER_RUN_UUID": "r7"}.items():
+            monkeypatch.setenv(k, v)
+        code = main(["packer", "--manifest", str(path), "--register", "--region", "eu-west-1", "--name",
+                     "pvbuild-packer-s3", "--table", "--s3-bucket", "pvbuild-packer-{region}", "--s3-prefix", "p",
+                     "-u", "123456789012", "-c", str(user.cert), "-k", str(user.key), "--json"])
+        entry = json.loads(capsys.readouterr().out)
+        assert code == 0
+        region, _, ami = entry["artifact_id"].partition(":")
+        assert region == "eu-west-1" and ami.startswith("ami-")
+        assert entry["custom_data"]["image_locations"] == \
+            "eu-west-1:pvbuild-packer-eu-west-1/p/disk.pvgrub.raw.manifest.xml"
+        assert entry["custom_data"]["kernel_ids"] == "eu-west-1:aki-dc9ed9af"
+        s3 = boto3.client("s3", region_name="eu-west-1", endpoint_url=url)
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket="pvbuild-packer-eu-west-1")["Contents"]]
+        assert "p/disk.pvgrub.raw.manifest.xml" in keys

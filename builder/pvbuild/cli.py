@@ -208,13 +208,21 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("-o", "--output", default=None, help="the converted image (default: the image's stem + "
                                                          ".pvgrub.raw)")
     _convert_flags(pk)
-    pk.add_argument("--register", action="store_true", help="register the converted image as a PV-GRUB AMI (EBS)")
+    pk.add_argument("--register", action="store_true", help="register the converted image as a PV-GRUB AMI (an EBS "
+                                                            "snapshot; with --s3-bucket, an S3 bundle)")
     pk.add_argument("--region", action="append", default=[], dest="regions", metavar="REGION")
     pk.add_argument("--name", default=None, help="AMI name (with --register)")
     pk.add_argument("--description", default="")
     pk.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
     pk.add_argument("--replace", action="store_true", help="deregister an AMI of the same name first")
     pk.add_argument("--table", action="store_true", help="pick AKIs from pvbuild's table only")
+    pk.add_argument("--s3-bucket", default=None, help="register S3-backed AMIs from a bundle in this bucket "
+                                                      "({region} is replaced by each region)")
+    pk.add_argument("--s3-prefix", default="")
+    pk.add_argument("-u", "--user", default=None, help="S3 backing: your 12-digit AWS account number")
+    pk.add_argument("-c", "--cert", default=None, help="S3 backing: your X.509 certificate (PEM)")
+    pk.add_argument("-k", "--privatekey", default=None, help="S3 backing: your private key (PEM)")
+    pk.add_argument("--ec2cert", default=None, help="S3 backing: EC2's certificate (default: pvbuild's, per region)")
     pk.add_argument("--json", action="store_true", help="print the manifest entry as JSON")
     pk.add_argument("-v", "--verbose", action="store_true", help="show the commands run")
     return p
@@ -636,9 +644,19 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_packer(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from pvbuild.aws.register import S3Settings
     from pvbuild.build.run import Log
     from pvbuild.packer import PackerRequest, run_post_processor
 
+    s3 = None
+    if args.s3_bucket:
+        missing = [flag for flag, v in (("-u/--user", args.user), ("-c/--cert", args.cert),
+                                        ("-k/--privatekey", args.privatekey)) if not v]
+        if missing:
+            raise PvbuildError(f"--s3-bucket needs {', '.join(missing)} to make the bundle")
+        s3 = S3Settings(bucket=args.s3_bucket, user=args.user, cert=Path(args.cert),
+                        private_key=Path(args.privatekey), prefix=args.s3_prefix,
+                        ec2_cert=Path(args.ec2cert) if args.ec2cert else None)
     req = PackerRequest(manifest=Path(args.manifest),
                         output_manifest=Path(args.output_manifest) if args.output_manifest else None,
                         build_name=args.build_name, run_uuid=args.run_uuid,
@@ -646,7 +664,7 @@ def cmd_packer(args: argparse.Namespace) -> int:
                         output=Path(args.output) if args.output else None, options=_menu_options(args),
                         register=args.register, regions=tuple(args.regions), ami_name=args.name,
                         description=args.description, tags=_tags(args.tag), replace=args.replace,
-                        live_aki=not args.table)
+                        live_aki=not args.table, s3=s3)
     entry, code = run_post_processor(req, log=Log(verbose=args.verbose), say=_say)
     if args.json:
         json.dump(entry, sys.stdout, indent=2)

@@ -8,10 +8,11 @@ and whose `name` is this build's is the one to convert. Anything else in the man
 this run) is left alone.
 
 pvbuild then converts the disk image (pvbuild.convert: qcow2 through qemu-img, never in place), checks it, registers
-it when asked (pvbuild.aws.register), and appends its own artifacts to a manifest in Packer's format: a `builds`
-entry with builder_type "pvbuild", the converted image and its boot report as `files`, the AMIs (or the image)
-as `artifact_id`, the same `packer_run_uuid`. The manifest is rewritten whole under a temporary name and renamed,
-under an flock, because Packer runs builds in parallel and each one's shell-local may append at the same time.
+it when asked (pvbuild.aws.register: an EBS snapshot, or an S3 bundle per region), and appends its own artifacts
+to a manifest in Packer's format: a `builds` entry with builder_type "pvbuild", the converted image and its boot
+report as `files`, the AMIs (or the image) as `artifact_id`, the same `packer_run_uuid`. The manifest is rewritten
+whole under a temporary name and renamed, under an flock, because Packer runs builds in parallel and each one's
+shell-local may append at the same time.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pvbuild.aws.register import S3Settings
 from pvbuild.build.run import Log
 from pvbuild.convert import MenuOptions, convert, default_output
 from pvbuild.errors import UsageError
@@ -55,6 +57,7 @@ class PackerRequest:
     tags: dict[str, str] = field(default_factory=dict)
     replace: bool = False
     live_aki: bool = True
+    s3: S3Settings | None = None  # S3-backed AMIs (a bundle per region) instead of an EBS snapshot
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
@@ -197,10 +200,15 @@ def run_post_processor(req: PackerRequest, *, log: Log | None = None,
                                       pvgrub_version=req.options.pvgrub_version if req.options.pvgrub_version
                                       != MenuOptions().pvgrub_version else None,
                                       description=req.description, tags=req.tags, replace=req.replace,
-                                      live_aki=req.live_aki, report=report), say=say, progress=log.progress)
+                                      live_aki=req.live_aki, report=report, backing="s3" if req.s3 else "ebs",
+                                      s3=req.s3), say=say, progress=log.progress)
         artifact = ",".join(f"{r.region}:{r.ami_id}" for r in registered)
         custom["amis"] = artifact
         custom["kernel_ids"] = ",".join(f"{r.region}:{r.kernel_id}" for r in registered)
+        if req.s3 is not None:
+            custom["image_locations"] = ",".join(f"{r.region}:{r.image_location}" for r in registered)
+        else:
+            custom["snapshots"] = ",".join(f"{r.region}:{r.snapshot_id}" for r in registered)
     entry = {"name": name, "builder_type": BUILDER_TYPE, "build_time": int(time.time()),
              "files": [{"name": str(output), "size": output.stat().st_size},
                        {"name": str(report), "size": report.stat().st_size}],
