@@ -227,6 +227,22 @@ def test_mbr_two_partitions_matched_by_fstab_mountpoint() -> None:
     assert "  + /boot/grub/extra.cfg (file, 2 bytes)" in out
 
 
+def test_without_fstab_filesystems_pair_by_partition_and_boot_is_found() -> None:
+    """No fstab: filesystems are keyed by partition; a separate /boot (with the `boot -> .` symlink PV-GRUB <= 1.03
+    needs) is still where menu.lst and the kernels are looked up."""
+    def disk(menu: bytes) -> Path:
+        boot = Fs.of(boot_files(menu, prefix="", extra={"/boot": Symlink(".")}), label="boot", size_mb=24)
+        root = Fs.of({"/etc/hosts": b"127.0.0.1 localhost\n"}, label="rootfs", size_mb=24)
+        return build(DiskSpec("mbr", parts=(Part(boot, size_mb=24), Part(root, size_mb=24))))
+
+    r = diff_json(disk(MENU), disk(MENU.replace(b"timeout 0", b"timeout 5")))
+    assert [f["key"] for f in r["filesystems"]] == ["partition 0", "partition 1"]
+    assert list(changes(r, "partition 0")) == ["/grub/menu.lst"]  # same size: the content digest differs
+    assert set(changes(r, "partition 0")["/grub/menu.lst"]) == {"content"}
+    assert r["menu_lst"]["diff"] is not None and "+timeout 5" in r["menu_lst"]["diff"]
+    assert r["kernel"]["a"]["versions"] == [VERSION]
+
+
 def test_partitionless_against_mbr_pairs_root_by_mountpoint() -> None:
     a = whole(base_tree())
     root = Fs.of(base_tree(), label="rootfs", size_mb=48)

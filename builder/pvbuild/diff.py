@@ -98,8 +98,10 @@ class Image:
             if v.fs and path in v.entries:
                 return v, path
         if path == "/boot" or path.startswith("/boot/"):
-            for v in self.views:
-                if v.fs and (path[5:] or "/") in v.entries and "/boot" not in v.entries and "/grub" in v.entries:
+            for v in self.views:  # a separate /boot: no /boot inside, or only the `boot -> .` symlink PV-GRUB needs
+                boot = v.entries.get("/boot")
+                if (v.fs and (path[5:] or "/") in v.entries and "/grub" in v.entries
+                        and (boot is None or boot.kind == S_IFLNK)):
                     return v, path[5:] or "/"
         return None
 
@@ -209,8 +211,12 @@ def open_image(path: str, profile: Profile, stack: ExitStack) -> Image:
         ident, fs = _mount(vol, profile.arch)
         view = FsView(device, index, vol, ident, fs, _fs_size(fs) if fs else None)
         if fs is None and ident is not None and ident.fstype not in _NO_FILES:
+            from pvbuild.pvgrub.fs import xfs
+
+            why = xfs.refusal_reason(vol) if ident.fstype == "xfs" else None
             raise DiffError(f"{path}: {device} holds {ident.fstype}, which the emulator's readers cannot read "
-                            "(they read ext2/3/4 and V4 XFS, as PV-GRUB does): its files cannot be compared")
+                            "(they read ext2/3/4 and V4 XFS, as PV-GRUB does)" + (f" — {why}" if why else "")
+                            + ": its files cannot be compared")
         if fs is not None:
             try:
                 view.entries = dict(fs.walk())
