@@ -331,3 +331,27 @@ def test_separate_boot_with_root_pvbuild_cannot_read(tmp_path: Path, capsys: pyt
     menu = _menu_of(r)
     assert "root (hd0,0)\nkernel /vmlinuz-" in menu and "root=/dev/mapper/vg-root ro console=hvc0" in menu
     assert r["entry"] is not None and r["kernel"] is not None, r["findings"]
+
+
+def test_separate_ext4_boot_with_xfs_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The RHEL-like layout: a stock ext4 /boot and an XFS (v5) root. Only /boot is edited; root= names the XFS
+    filesystem's UUID, which the emulator resolves to the second partition — and then finds that the initrd
+    (made for an ext4 root) lacks xfs.ko, which the kernel builds as a module: exit 1, the output and its
+    report kept for reading."""
+    _need_tools()
+    if shutil.which("mkfs.xfs") is None and shutil.which("mkfs.xfs", path="/usr/sbin:/sbin") is None:
+        pytest.skip("mkfs.xfs is not installed")
+    boot = Fs.of(_boot_files(""), options=(), uuid=BOOT_UUID, label="boot", dense=False)
+    root = Fs.of({**_root_files(b""), "/boot/.keep": b""}, fstype="xfs", options=(), uuid=ROOT_UUID)
+    image = build(DiskSpec("mbr", parts=(Part(boot, size_mb=48), Part(root, size_mb=300))))
+    code, r = _convert([str(image), "-o", str(tmp_path / "rhel.raw")], capsys)
+    findings = r["findings"]
+    assert isinstance(findings, list)
+    assert code == 1 and r["outcome"] == "boots", findings
+    assert [f["code"] for f in findings if f["severity"] == "error"] == ["initrd-no-rootfs-module"]
+    assert (tmp_path / "rhel.raw").is_file() and (tmp_path / "boot-report.json").is_file()
+    conv = r["convert"]
+    assert isinstance(conv, dict)
+    assert conv["root"]["fstype"] == "xfs" and conv["boot"]["device"] == "(hd0,0)" and conv["separate_boot"]
+    assert f"root=UUID={ROOT_UUID}" in _menu_of(r)
+    assert conv["kernels"][0]["usable"] is True
