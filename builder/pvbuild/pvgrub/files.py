@@ -132,11 +132,11 @@ class FileLayer:
     def _mount(self, vol: Volume) -> Filesystem:
         """attempt_mount: the first driver of the PV build's fsys_table whose mount accepts the volume.
 
-        The drivers pvbuild emulates (ext2fs, xfs) then read files; a volume another driver would take
-        (reiserfs, jfs, fat, ...) is an emulator limit, said as such. A mount function whose read failed leaves
+        The drivers pvbuild emulates (ext2fs, xfs, reiserfs, jfs) then read files; a volume another driver would
+        take (fat, minix, iso9660, ...) is an emulator limit, said as such. A mount function whose read failed leaves
         GRUB's errnum set, and the device fails with that error rather than Error 17 (probe.py).
         """
-        from pvbuild.pvgrub.fs import ext2, probe, xfs
+        from pvbuild.pvgrub.fs import ext2, jfs, probe, reiserfs, xfs
 
         outcome = probe.grub_mount_sequence(vol, arch=self.profile.arch)
         fs: Filesystem | None = None
@@ -144,6 +144,15 @@ class FileLayer:
             fs = ext2.mount(vol)
         elif outcome.driver == probe.GrubDriver.XFS:
             fs = xfs.mount(vol, arch=self.profile.arch)
+        elif outcome.driver in (probe.GrubDriver.REISERFS, probe.GrubDriver.JFS):
+            fs = (reiserfs.mount(vol, arch=self.profile.arch) if outcome.driver == probe.GrubDriver.REISERFS
+                  else jfs.mount(vol))
+            if fs is None:
+                # Only the journal replay (which the probe's mount check does not model) can make reiserfs_mount
+                # refuse a volume the probe accepted; GRUB would then try the drivers after it.
+                raise EmulatorLimit(f"{vol.name}: the {outcome.driver} mount refused this volume after its journal "
+                                    "was replayed; the drivers after it in GRUB's order are not tried by the "
+                                    "emulator")
         elif outcome.driver is not None:
             raise EmulatorLimit(f"{vol.name} holds a filesystem PV-GRUB reads with its {outcome.driver} driver, "
                                 "which pvbuild's emulator does not implement yet: the verdict past this point is "

@@ -57,7 +57,7 @@ class GrubDriver(StrEnum):
         return self.value in EMULATED_DRIVERS
 
 
-EMULATED_DRIVERS = frozenset({"ext2fs", "xfs"})
+EMULATED_DRIVERS = frozenset({"ext2fs", "xfs", "reiserfs", "jfs"})
 
 # disk_io.c fsys_table (l.48-89) with the FSYS_* the stubdom Makefile defines; tftp (first in the table) is
 # omitted: tftp_mount succeeds only on the network drive. FSYS_BTRFS is not defined by the Makefile.
@@ -388,8 +388,8 @@ def grub_mount_sequence(vol: Volume, *, arch: str = "x86_64") -> ProbeOutcome:
 def grub_recognises(vol: Volume, *, arch: str = "x86_64") -> str | None:
     """The driver PV-GRUB would mount this volume with, if it is one pvbuild does not emulate.
 
-    None when no driver mounts it, or when the first that does is ext2fs or xfs (read by pvbuild).
-    So the caller can say "PV-GRUB would read this reiserfs, but the emulator cannot verify it yet".
+    None when no driver mounts it, or when the first that does is one pvbuild reads (ext2fs, xfs, reiserfs, jfs).
+    So the caller can say "PV-GRUB would read this FAT, but the emulator cannot verify it yet".
     """
     out = grub_mount_sequence(vol, arch=arch)
     if out.driver is not None and not out.driver.emulated:

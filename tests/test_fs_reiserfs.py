@@ -1,0 +1,202 @@
+"""The ReiserFS reader (fs/reiserfs.py) on real images: mkfs.reiserfs, files written by Linux's reiserfs driver
+(tests/fixtures_reiserfs_jfs.py), read as fsys_reiserfs.c reads them.
+
+Populated images are 3.6 only: Linux 6.1 refuses to mount what mkreiserfs 3.6.27 makes with `--format 3.5`
+("is_leaf: item entry count seems wrong" in the root directory item, even after reiserfsck --fix-fixable), so the
+3.5 format (and JR) is covered by freshly made empty filesystems (test_fs_probe's recipes); 3.6 filesystems use
+3.5 (version 1) keys for directories and version 2 keys for files, so both key formats are read here."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+from pvbuild.pvgrub.blockio import Disk, MemoryDisk, Volume
+from pvbuild.pvgrub.errors import Err, GrubError
+from pvbuild.pvgrub.fs import reiserfs
+from tests.fixtures_reiserfs_jfs import DEEP, LONG_NAME, MANY, image, tree
+from tests.imagebuild import Symlink
+from tests.test_machine import boot_files, check, codes
+
+FORMATS: dict[str, tuple[str, ...]] = {"3.6": ()}
+
+
+@cache
+def img(fmt: str) -> Path:
+    return image("reiserfs", boot_files(), FORMATS[fmt])
+
+
+def mounted(path: Path) -> reiserfs.ReiserFilesystem:
+    disk = Disk(path)
+    fs = reiserfs.mount(Volume(disk, 0, disk.size))
+    assert fs is not None
+    return fs
+
+
+def read(fs: reiserfs.ReiserFilesystem, path: str) -> bytes:
+    f = fs.open(path)
+    data = f.read(0, f.size)
+    assert len(data) == f.size
+    return data
+
+
+def grub_error(fs: reiserfs.ReiserFilesystem, path: str) -> GrubError:
+    with pytest.raises(GrubError) as e:
+        fs.open(path)
+    return e.value
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_every_file_reads_byte_for_byte(fmt: str) -> None:
+    """fsys_reiserfs.c:1001 reiserfs_dir + :893 reiserfs_read: direct items (small files, tails), indirect items
+    (3 MiB), an empty file, 600 names in one directory (several leaves: the tree has internal nodes, search_stat
+    descends them, next_key walks across leaves), 12 levels of directories, a 255-character name."""
+    fs = mounted(img(fmt))
+    assert fs.format == fmt
+    assert fs.tree_depth >= 2
+    files = {p: c for p, c in tree(boot_files()).items() if isinstance(c, bytes)}
+    assert len(files) > MANY
+    for path, content in files.items():
+        assert read(fs, path) == content, path
+    assert fs.open("/empty").size == 0
+    assert read(fs, f"{DEEP}/deep.txt") == b"at the bottom\n"
+    assert read(fs, f"/long/{LONG_NAME}") == b"long name\n"
+    assert read(fs, "/caf\u00e9") == b"non-ASCII name\n"
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_reads_at_offsets(fmt: str) -> None:
+    """reiserfs_read from any filepos: a position before the current item restarts with search_stat (:905-910);
+    a read across the indirect part and the tail of a 10000-byte file."""
+    fs = mounted(img(fmt))
+    content = tree(boot_files())["/tail.bin"]
+    assert isinstance(content, bytes)
+    f = fs.open("/tail.bin")
+    for off, n in ((0, 10), (4090, 20), (8190, 1810), (9999, 5), (5000, 100000)):
+        assert f.read(off, n) == content[off:off + n]
+    big = tree(boot_files())["/big.bin"]
+    assert isinstance(big, bytes)
+    g = fs.open("/big.bin")
+    assert g.read(3 * 1024 * 1024 - 7, 200) == big[3 * 1024 * 1024 - 7:3 * 1024 * 1024 + 193]
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_symlinks(fmt: str) -> None:
+    """:1035-1093: relative targets from the directory holding the link, absolute from the root, a link to a
+    directory in the middle of a path; MAX_LINK_COUNT = 5 links per lookup (the 6th is Error 26); a loop is
+    Error 26."""
+    fs = mounted(img(fmt))
+    t = tree(boot_files())
+    kernel = next(c for p, c in t.items() if p.startswith("/boot/vmlinuz-"))
+    assert read(fs, "/boot/vmlinuz") == kernel
+    assert read(fs, "/abs") == t["/small.txt"]
+    assert read(fs, "/d1/up") == t["/tail.bin"]
+    assert read(fs, "/dirlink/d2/d3/d4/d5/d6/d7/d8/d9/d10/d11/d12/deep.txt") == b"at the bottom\n"
+    assert read(fs, "/c5") == t["/small.txt"]  # c5 -> c6 -> c7 -> c8 -> c9 -> small.txt: 5 links
+    for path in ("/c4", "/loop1"):
+        e = grub_error(fs, path)
+        assert (e.number, e.code) == (Err.SYMLINK_LOOP, "symlink-loop"), e
+    assert isinstance(t["/c9"], Symlink)
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_lookup_failures(fmt: str) -> None:
+    """Error 15 for a missing name (:1205), Error 2 for a directory as a file or a file as a directory
+    (:1100-1104, :1124-1128), Error 15 for an empty last component (a trailing '/': nothing matches '')."""
+    fs = mounted(img(fmt))
+    for path, number, code in (("/nope", Err.FILE_NOT_FOUND, "file-not-found"),
+                               ("/many/entry-9999", Err.FILE_NOT_FOUND, "file-not-found"),
+                               ("/d1", Err.BAD_FILETYPE, "bad-file-type"),
+                               ("/small.txt/x", Err.BAD_FILETYPE, "bad-file-type"),
+                               ("/d1/", Err.FILE_NOT_FOUND, "file-not-found")):
+        e = grub_error(fs, path)
+        assert (e.number, e.code) == (number, code), (path, e)
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_check_image_boots(fmt: str) -> None:
+    """The whole emulator on a partitionless ReiserFS disk: menu.lst, kernel and initrd read through the reader."""
+    r = check(img(fmt))
+    assert r["outcome"] == "boots", r["findings"]
+    assert "fs-unsupported" not in codes(r)
+    assert r["kernel"]["path"].startswith("/boot/vmlinuz")
+
+
+def test_journal_transactions_are_replayed() -> None:
+    """journal_init (:480-572) + block_read (:403-469): a valid transaction after the last flushed one maps its
+    blocks to their journal copies, so GRUB reads the journal's version of a leaf."""
+    path = img("3.6")
+    data = bytearray(path.read_bytes())
+    bs = 4096
+    sb = 65536
+    jblock = int.from_bytes(data[sb + 12:sb + 16], "little")
+    jsize = int.from_bytes(data[sb + 20:sb + 24], "little")
+    header = (jblock + jsize) * bs
+    last_flush = int.from_bytes(data[header:header + 4], "little")
+    first = int.from_bytes(data[header + 4:header + 8], "little")
+    mount_id = int.from_bytes(data[header + 8:header + 12], "little")
+    needle = b"small file in a direct item"
+    at = data.find(needle)
+    while jblock <= at // bs <= jblock + jsize:  # skip the journal's old copies of the leaf
+        at = data.find(needle, at + 1)
+    leaf = at // bs
+    assert int.from_bytes(data[leaf * bs:leaf * bs + 2], "little") == 1  # a leaf holds the tail
+    copy = bytearray(data[leaf * bs:(leaf + 1) * bs])
+    copy[at % bs:at % bs + 5] = b"SMALL"
+    desc = bytearray(bs)
+    desc[0:4] = (last_flush + 1).to_bytes(4, "little")
+    desc[4:8] = (1).to_bytes(4, "little")
+    desc[8:12] = mount_id.to_bytes(4, "little")
+    desc[12:16] = leaf.to_bytes(4, "little")
+    desc[4084:4092] = b"ReIsErLB"
+    commit = bytearray(bs)
+    commit[0:8] = desc[0:8]
+    base = jblock * bs
+    for k, blk in enumerate((desc, copy, commit)):
+        off = base + ((first + k) % jsize) * bs
+        data[off:off + bs] = blk
+    vol = Volume(MemoryDisk(bytes(data)), 0, len(data))
+    fs = reiserfs.mount(vol)
+    assert fs is not None and fs.journal_transactions == 1
+    assert "reiserfs-journal-replayed" in [f.code for f in fs.findings()]
+    assert read(fs, "/small.txt").startswith(b"SMALL file")
+    assert read(mounted(path), "/small.txt").startswith(b"small file")
+
+
+@pytest.mark.parametrize("name", ["reiserfs-3.6", "reiserfs-3.5", "reiserfs-jr"])
+def test_empty_filesystems_of_every_format(name: str) -> None:
+    """Freshly made 3.6, 3.5 and JR filesystems (test_fs_probe's recipes) mount; the root is a one-leaf tree
+    (:665-670 copies it to the leaf slot); a missing file is Error 15, and so is "/" itself: after the slashes
+    the name is empty, and substring("", name) is never 0 (:1173, char_io.c:1189)."""
+    from tests.test_fs_probe import image as probe_image
+    from tests.test_fs_probe import volume
+
+    vol = volume(probe_image(name))
+    fs = reiserfs.mount(vol)
+    assert fs is not None and fs.tree_depth == 1
+    assert fs.identity.fstype == "reiserfs"
+    e = grub_error(fs, "/boot/grub/menu.lst")
+    assert (e.number, e.code) == (Err.FILE_NOT_FOUND, "file-not-found")
+    e = grub_error(fs, "/")
+    assert (e.number, e.code) == (Err.FILE_NOT_FOUND, "file-not-found")
+
+
+def test_mount_refusals() -> None:
+    """reiserfs_mount (:576-672): a block size above FSYSREISER_MAX_BLOCKSIZE (8 KiB) or s_version > 2 do not
+    mount; a root block of level >= 7 does not mount."""
+    data = bytearray(img("3.6").read_bytes())
+    sb = 65536
+
+    def mount_with(patch: dict[int, bytes]) -> object:
+        d = bytearray(data)
+        for off, b in patch.items():
+            d[off:off + len(b)] = b
+        return reiserfs.mount(Volume(MemoryDisk(bytes(d)), 0, len(d)))
+
+    assert mount_with({}) is not None
+    assert mount_with({sb + 44: (16384).to_bytes(2, "little")}) is None
+    assert mount_with({sb + 72: (3).to_bytes(2, "little")}) is None
+    root = int.from_bytes(data[sb + 8:sb + 12], "little")
+    assert mount_with({root * 4096: (7).to_bytes(2, "little")}) is None
