@@ -259,3 +259,12 @@ def test_disagreement_and_build_flag() -> None:
         disagreement(True, {"reached_userspace": False, "failure": "root not mounted"}) or "")
     assert "real boot reached userspace" in (disagreement(False, {"reached_userspace": True}) or "")
     assert build_parser().parse_args(["build", "r.yaml", "--boot"]).boot is True
+
+
+def test_missing_qemu_is_exit_3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    image = tmp_path / "disk.raw"
+    image.write_bytes(bytes(1 << 20))
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))
+    assert main(["boot", str(image)]) == 3
+    assert "apt-get install qemu-system-x86" in capsys.readouterr().err

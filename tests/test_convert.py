@@ -355,3 +355,23 @@ def test_separate_ext4_boot_with_xfs_root(tmp_path: Path, capsys: pytest.Capture
     assert conv["root"]["fstype"] == "xfs" and conv["boot"]["device"] == "(hd0,0)" and conv["separate_boot"]
     assert f"root=UUID={ROOT_UUID}" in _menu_of(r)
     assert conv["kernels"][0]["usable"] is True
+
+
+def test_refuses_btrfs_boot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A btrfs root holding /boot (mkfs.btrfs --rootdir): PV-GRUB has no btrfs driver; nothing is written."""
+    _need_tools()
+    mkfs = shutil.which("mkfs.btrfs") or shutil.which("mkfs.btrfs", path="/usr/sbin:/sbin")
+    if mkfs is None:
+        pytest.skip("mkfs.btrfs is not installed")
+    tree = tmp_path / "tree"
+    for rel, data in {"etc/os-release": OS_RELEASE, "usr/bin/true": b"x", "boot/vmlinuz-6.1.0-1-amd64": b"k"}.items():
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_bytes(data)
+    image = tmp_path / "btrfs.raw"
+    with open(image, "wb") as f:
+        f.truncate(128 * 1024 * 1024)
+    subprocess.run([mkfs, "-q", "-f", "--rootdir", str(tree), str(image)], check=True, capture_output=True)
+    code = main(["convert", str(image)])
+    err = capsys.readouterr().err
+    assert code == 2 and "btrfs" in err and "no btrfs driver" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["btrfs.raw", "tree"]

@@ -678,7 +678,8 @@ def _edit_ext(work: Path, a: Analysis, menu: str, log: Log, epoch: int) -> list[
     finally:
         host_menu.unlink(missing_ok=True)
     verb = "replaced" if a.grub_names and "menu.lst" in a.grub_names else "written"
-    changes.append(f"{a.boot.grub_device}{a.menu_path} {verb} ({len(a.usable)} kernel entries)")
+    n = len(a.usable)
+    changes.append(f"{a.boot.grub_device}{a.menu_path} {verb} ({n} kernel entr{'y' if n == 1 else 'ies'})")
     run(["e2fsck", "-f", "-n", work], log=log, env=env, quiet=True)
     return changes
 
@@ -796,6 +797,8 @@ def render_text(result: Result) -> str:
         mark = "+" if k.usable else "-"
         lines.append(f"  {mark} {k.kernel}{' + ' + k.initrd if k.initrd else ''}: {k.why}")
     lines += [f"  changed: {c}" for c in result.changes]
+    lines.append(f"  {a.menu_path}:")
+    lines += [f"    {ln}" for ln in result.menu.splitlines() if ln.strip() and not ln.startswith("#")]
     lines += [f"  note: {n}" for n in a.notes]
     for f in r.get("findings", []):
         if f.get("severity") in ("error", "warning"):

@@ -39,6 +39,7 @@ from pvbuild.planmodel import (
     FilesystemPlan,
     InitrdPlan,
     KernelPlan,
+    LvmPlan,
     MenuEntryPlan,
     MenuPlan,
     OutputPlan,
@@ -46,6 +47,7 @@ from pvbuild.planmodel import (
     PvgrubPlan,
     UserPlan,
 )
+from pvbuild.pvgrub.profiles import Profile
 from pvbuild.recipe import Partition, Problem, Recipe, RecipeError, load_recipe
 from pvbuild.resources import TEMPLATES
 from pvbuild.yamlsrc import Located, YamlError, load
@@ -56,7 +58,17 @@ MiB = 1024 * 1024
 NAMESPACE = uuid.UUID("5d1c6a0e-3f0b-4b5e-9c1d-7e2a8f4b6c3d")  # pvbuild's, for deterministic UUIDs
 ROOT_FS_MODULE = {"ext2": "ext4", "ext3": "ext4", "ext4": "ext4", "xfs": "xfs", "btrfs": "btrfs"}
 PV_MODULES = ("xen-blkfront", "xen-netfront")
-LABEL_MAX = {"ext2": 16, "ext3": 16, "ext4": 16, "xfs": 12, "btrfs": 255}
+LABEL_MAX = {"ext2": 16, "ext3": 16, "ext4": 16, "xfs": 12, "btrfs": 255, "reiserfs": 16, "jfs": 16}
+# GPT partition type GUIDs (the Discoverable Partitions Specification's Linux filesystem data, Linux LVM).
+GPT_LINUX = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
+GPT_LVM = "E6D6D379-F507-44C2-A23C-238F2A3DF928"
+# LVM: extents of 4 MiB from 1 MiB into the PV (lvm2's defaults); names as lvm2 accepts them.
+LVM_EXTENT = 4 * 1024 * 1024
+LVM_PE_START = 1024 * 1024
+_LVM_NAME = re.compile(r"[A-Za-z0-9+_.][A-Za-z0-9+_.-]{0,63}")
+_LVM_UUID_CHARS = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+# The smallest /boot each filesystem's mkfs makes (reiserfs: its 32 MiB journal; jfs: GRUB's jfs_mount wants 16).
+MIN_BOOT = {"reiserfs": 64 * 1024 * 1024, "jfs": 32 * 1024 * 1024}
 
 
 class _Problems:
@@ -81,6 +93,23 @@ def _uuid(name: str, *parts: str) -> str:
     return str(uuid.uuid5(NAMESPACE, "/".join((name, *parts))))
 
 
+def _lvm_uuid(name: str, *parts: str) -> str:
+    """An LVM UUID (32 characters of lvm2's alphabet, 6-4-4-4-4-4-6) derived from the recipe like the others."""
+    n = int.from_bytes(uuid.uuid5(NAMESPACE, "/".join((name, *parts, "lvm"))).bytes
+                       + uuid.uuid5(NAMESPACE, "/".join((name, *parts, "lvm2"))).bytes, "big")
+    chars = []
+    for _ in range(32):
+        n, r = divmod(n, len(_LVM_UUID_CHARS))
+        chars.append(_LVM_UUID_CHARS[r])
+    text = "".join(chars)
+    cuts = (6, 4, 4, 4, 4, 4, 6)
+    out, at = [], 0
+    for c in cuts:
+        out.append(text[at:at + c])
+        at += c
+    return "-".join(out)
+
+
 def _source_date_epoch(recipe: Recipe, recipe_path: Path, warnings: list[str]) -> int:
     """The recipe's value, then $SOURCE_DATE_EPOCH, then the recipe's lock file, then today (with a warning)."""
     if recipe.source_date_epoch is not None:
@@ -102,7 +131,8 @@ def _source_date_epoch(recipe: Recipe, recipe_path: Path, warnings: list[str]) -
     return today
 
 
-def _boot_fs_rules(p: _Problems, part: Partition, path: tuple[str | int, ...], allow_btrfs: bool) -> None:
+def _boot_fs_rules(p: _Problems, part: Partition, path: tuple[str | int, ...], allow_btrfs: bool,
+                   profile: Profile, warnings: list[str]) -> None:
     """The filesystem PV-GRUB reads menu.lst and the kernel from must be one it can read (PVGRUB.md §5)."""
     opts = " ".join(part.mkfs_options)
     if part.fstype in ("ext2", "ext3", "ext4") and any(
@@ -117,6 +147,18 @@ def _boot_fs_rules(p: _Problems, part: Partition, path: tuple[str | int, ...], a
     if part.fstype == "btrfs" and not allow_btrfs:
         p.add((*path, "fstype"), "PV-GRUB cannot read btrfs (its driver is not built into the AKIs; AWS calls "
                                  "it beta at best)", "use ext4 for /boot, or set pvgrub.allow_btrfs_beta: true")
+    elif part.fstype == "btrfs" and not profile.btrfs:
+        # The build's check runs the emulator under this profile: it would fail every such image (Error 17).
+        p.add((*path, "fstype"), f"a btrfs /boot cannot boot: AWS lists BTRFS as beta, and PV-GRUB "
+                                 f"{profile.version}'s build has no btrfs driver (Xen's stubdom/grub/Makefile does "
+                                 "not compile the 61btrfs patch; pvbuild's emulator profile says the same), so the "
+                                 "build's check would fail the image with Error 17",
+              "use ext4 (or ext2/ext3, XFS v4, ReiserFS, JFS) for /boot; btrfs can stay off /boot")
+    elif part.fstype == "btrfs":
+        warnings.append("btrfs /boot: AWS marks PV-GRUB's btrfs support beta")
+    if part.fstype in MIN_BOOT and isinstance(part.size, int) and part.size < MIN_BOOT[part.fstype]:
+        p.add((*path, "size"), f"{part.fstype} needs at least {MIN_BOOT[part.fstype] // MiB} MiB here",
+              f"make it {MIN_BOOT[part.fstype] // MiB}MiB or more")
     if part.lvm:
         p.add((*path, "lvm"), "PV-GRUB cannot read LVM: the filesystem it boots from must be a plain partition",
               "add a separate /boot partition outside LVM")
@@ -132,7 +174,7 @@ def _mkfs_options(part: Partition, is_boot: bool) -> tuple[str, ...]:
     return (*base, *part.mkfs_options)
 
 
-def _layout(recipe: Recipe, p: _Problems) -> tuple[DiskPlan | None, bool]:
+def _layout(recipe: Recipe, p: _Problems, warnings: list[str]) -> tuple[DiskPlan | None, bool]:
     disk = recipe.disk
     parts = list(disk.partitions) or [Partition.model_validate({"mountpoint": "/"})]
     mounts = [x.mountpoint for x in parts]
@@ -153,8 +195,6 @@ def _layout(recipe: Recipe, p: _Problems) -> tuple[DiskPlan | None, bool]:
         p.add(("disk", "table"), "a partitionless disk holds exactly one filesystem; a separate /boot needs a "
                                  "partition table", "write `table: mbr` (and use the hd00 AKI)")
         return None, False
-    if disk.table == "gpt":
-        return None, False  # reported by the profile rules
     if disk.table == "mbr" and len(parts) > 4:
         p.add(("disk", "partitions"), "more than 4 partitions needs logical partitions, which pvbuild does not "
                                       "lay out yet", "use at most 4")
@@ -165,16 +205,25 @@ def _layout(recipe: Recipe, p: _Problems) -> tuple[DiskPlan | None, bool]:
               "root on LVM without a separate /boot: PV-GRUB cannot read LVM (AWS: \"you need a separate boot "
               "partition outside of the LVM\")", "add a /boot partition (ext4) before the LVM root")
         return None, False
-    if root_part.lvm:
-        p.add(("disk", "partitions", mounts.index("/"), "lvm"), "LVM root filesystems are not built yet",
-              "use a plain root partition for now")
-        return None, False
     boot_index = mounts.index("/boot") if separate_boot else mounts.index("/")
+    profile = Profile(recipe.pvgrub.version)
     for i, part in enumerate(parts):
         if i == boot_index:
-            _boot_fs_rules(p, part, ("disk", "partitions", i), recipe.pvgrub.allow_btrfs_beta)
+            _boot_fs_rules(p, part, ("disk", "partitions", i), recipe.pvgrub.allow_btrfs_beta, profile, warnings)
         if part.fstype == "btrfs" and i != boot_index:
             p.add(("disk", "partitions", i, "fstype"), "btrfs is not built yet", "use ext4 or xfs")
+        if part.fstype in ("reiserfs", "jfs") and i != boot_index:
+            p.add(("disk", "partitions", i, "fstype"), f"{part.fstype} is built for /boot only (PV-GRUB reads it); "
+                                                       "a root filesystem on it is not built", "use ext4 or xfs")
+        if (part.vg is not None or part.lv is not None) and not part.lvm:
+            p.add(("disk", "partitions", i, "vg" if part.vg is not None else "lv"), "names a volume group or "
+                                                                                    "logical volume without lvm",
+                  "add `lvm: true`, or remove it")
+        for key in ("vg", "lv"):
+            value = getattr(part, key)
+            if value is not None and (not _LVM_NAME.fullmatch(value) or value in (".", "..")):
+                p.add(("disk", "partitions", i, key), f"{value!r} is not an LVM name",
+                      "letters, digits, + _ . - (not first), at most 64 characters")
         label_max = LABEL_MAX[part.fstype]
         if part.label is not None and len(part.label) > label_max:
             p.add(("disk", "partitions", i, "label"), f"{part.fstype} labels are at most {label_max} characters")
@@ -185,8 +234,9 @@ def _layout(recipe: Recipe, p: _Problems) -> tuple[DiskPlan | None, bool]:
         p.add(("disk", "partitions", rests[1], "size"), "only one partition can take the rest of the disk",
               "give the others a size such as 512MiB")
         return None, False
-    start = MiB if disk.table == "mbr" else 0
-    usable = disk.size - start
+    start = MiB if disk.table != "none" else 0
+    # GPT keeps its backup header and entries (33 sectors) at the end of the disk: leave the last MiB free.
+    usable = disk.size - start - (MiB if disk.table == "gpt" else 0)
     aligned = [((s + MiB - 1) // MiB) * MiB for s in fixed if isinstance(s, int)]
     rest = usable - sum(aligned)
     if rest <= 0 or (rests and rest < 64 * MiB):
@@ -206,6 +256,23 @@ def _layout(recipe: Recipe, p: _Problems) -> tuple[DiskPlan | None, bool]:
             size = disk.size
         is_root = part.mountpoint == "/"
         default_label = "rootfs" if is_root else "boot"
+        lvm = None
+        if part.lvm and part.mountpoint == "/":
+            extents = (size - LVM_PE_START) // LVM_EXTENT
+            lvm = LvmPlan(part.vg or name, part.lv or "root", _lvm_uuid(name, "/", "pv"), _lvm_uuid(name, "/", "vg"),
+                          _lvm_uuid(name, "/", "lv"), LVM_EXTENT, LVM_PE_START, extents)
+            if lvm.lv_bytes < 64 * MiB:
+                p.add(("disk", "partitions", i, "size"), "the LVM root needs at least 64 MiB of extents")
+        part_type = ""
+        if disk.table == "mbr":
+            part_type = part.type or ("8e" if part.lvm else "83")
+        elif disk.table == "gpt":
+            part_type = (part.type or (GPT_LVM if part.lvm else GPT_LINUX)).upper()
+            try:
+                uuid.UUID(part_type)
+            except ValueError:
+                p.add(("disk", "partitions", i, "type"), f"{part.type!r} is not a GPT type GUID",
+                      f"e.g. {GPT_LINUX} (Linux filesystem)")
         filesystems.append(FilesystemPlan(
             mountpoint=part.mountpoint,
             fstype=part.fstype,
@@ -214,13 +281,24 @@ def _layout(recipe: Recipe, p: _Problems) -> tuple[DiskPlan | None, bool]:
             hash_seed=_uuid(name, part.mountpoint, "hash-seed") if part.fstype.startswith("ext") else None,
             mkfs_options=_mkfs_options(part, i == boot_index),
             size_bytes=size,
-            part_type=(part.type or "83") if disk.table == "mbr" else "",
+            part_type=part_type,
             offset_bytes=offset,
+            # GPT: GRUB's partition number is the GPT entry index, as the emulator numbers them (UNVERIFIED for
+            # Amazon's 1.04+ builds: pvgrub/disk.py, profiles.py).
             grub_device="(hd0)" if disk.table == "none" else f"(hd0,{i})",
-            linux_device="/dev/xvda" if disk.table == "none" else f"/dev/xvda{i + 1}",
+            linux_device=(f"/dev/mapper/{lvm.dm_name}" if lvm else
+                          "/dev/xvda" if disk.table == "none" else f"/dev/xvda{i + 1}"),
+            part_uuid=_uuid(name, part.mountpoint, "gpt-partition").upper() if disk.table == "gpt" else "",
+            lvm=lvm,
         ))
         offset += size
-    disk_id = f"0x{uuid.uuid5(NAMESPACE, name + '/disk').hex[:8]}" if disk.table == "mbr" else None
+    disk_id = None
+    if disk.table == "mbr":
+        disk_id = f"0x{uuid.uuid5(NAMESPACE, name + '/disk').hex[:8]}"
+    elif disk.table == "gpt":
+        disk_id = str(uuid.uuid5(NAMESPACE, name + "/gpt-disk")).upper()
+        warnings.append("GPT: PV-GRUB numbers the partitions (hd0,N) by GPT entry index here, as pvbuild's "
+                        "emulator does; Amazon's 1.04+ numbering is UNVERIFIED (no source found)")
     return DiskPlan(disk.table, disk.size, disk_id, tuple(filesystems)), ok
 
 
@@ -384,12 +462,9 @@ def make_plan(recipe: Recipe, located: Located, recipe_path: Path) -> Plan:
     if recipe.disk.table != "none" and variant == "hd0":
         p.add(("pvgrub", "variant"), "the hd0 AKI is for partitionless images (seed: choose hd00 for an image "
                                      "that has a partition table)", "use variant hd00, or disk.table: none")
-    if recipe.disk.table == "gpt":
-        if recipe.pvgrub.version <= "1.03":
-            p.add(("disk", "table"), f"PV-GRUB {recipe.pvgrub.version} does not support GPT (1.03 and earlier "
-                                     "read only MBR partition tables)", "use table: mbr, or pvgrub.version 1.05")
-        else:
-            p.add(("disk", "table"), "GPT images are not built yet", "use table: mbr")
+    if recipe.disk.table == "gpt" and recipe.pvgrub.version <= "1.03":
+        p.add(("disk", "table"), f"PV-GRUB {recipe.pvgrub.version} does not support GPT (1.03 and earlier "
+                                 "read only MBR partition tables)", "use table: mbr, or pvgrub.version 1.05")
     for key in ("ramdisk_id", "ramdisk", "ari"):
         if recipe.aws is not None and getattr(recipe.aws, key) is not None:
             p.add(("aws", key), "a ramdisk (ARI) must not be given with a PV-GRUB AKI (seed: \"You must not "
@@ -397,7 +472,7 @@ def make_plan(recipe: Recipe, located: Located, recipe_path: Path) -> Plan:
                                 "would take it for its menu", "remove it: the initrd is named in menu.lst")
     deb_arch: Literal["amd64", "i386"] = "amd64" if recipe.arch == "x86_64" else "i386"
     choice = _distro_choice(recipe, family, release, p)
-    disk, _ = _layout(recipe, p)
+    disk, _ = _layout(recipe, p, warnings)
     p.raise_if_any()
     assert disk is not None
     # --- distro and packages ---
@@ -411,6 +486,8 @@ def make_plan(recipe: Recipe, located: Located, recipe_path: Path) -> Plan:
     packages = {*base_packages, kernel_package, INITRD_PACKAGE[tool]}
     if any(f.fstype == "xfs" for f in disk.filesystems):
         packages.add("xfsprogs")
+    if disk.root.lvm is not None:
+        packages.add("lvm2")  # its initramfs-tools hook activates the root LV (root=/dev/mapper/...)
     if recipe.ssh_authorized_keys or any(u.ssh_authorized_keys for u in recipe.users):
         packages.add("openssh-server")
     if any(u.sudo for u in recipe.users):
@@ -425,6 +502,14 @@ def make_plan(recipe: Recipe, located: Located, recipe_path: Path) -> Plan:
     root = disk.root
     root_arg = {"uuid": f"root=UUID={root.uuid}", "label": f"root=LABEL={root.label}",
                 "device": f"root={root.linux_device}"}[recipe.kernel.root]
+    if root.lvm is not None:
+        # The initrd (lvm2's initramfs-tools hook: lvm, its udev rules, dm-mod) activates the VG when the PV
+        # appears; root= waits for the LV by its /dev/mapper path, as Debian's installer writes it (older lvm2
+        # local-top scripts activate only the LV root= names that way).
+        root_arg = f"root={root.linux_device}"
+        if recipe.kernel.root != "uuid":
+            warnings.append(f"kernel.root: {recipe.kernel.root} is ignored for an LVM root: root= names "
+                            f"{root.linux_device}, which is what the initrd activates")
     if recipe.kernel.root == "device" and disk.table == "none":
         warnings.append("root=/dev/xvda names the whole disk as a local Xen host attaches it; EC2 attaches a "
                         "partitionless root as sda1 (xvda1): kernel.root: uuid works on both")
@@ -440,7 +525,8 @@ def make_plan(recipe: Recipe, located: Located, recipe_path: Path) -> Plan:
     if len(kernel.cmdline.encode()) > 1023:
         p.add(("kernel", "cmdline"), f"the kernel command line is {len(kernel.cmdline.encode())} bytes; Xen "
                                      "passes only 1023", "shorten it")
-    modules = list(dict.fromkeys([*PV_MODULES, ROOT_FS_MODULE[root.fstype], *recipe.initrd.modules]))
+    lvm_modules = ["dm-mod"] if root.lvm is not None else []
+    modules = list(dict.fromkeys([*PV_MODULES, ROOT_FS_MODULE[root.fstype], *lvm_modules, *recipe.initrd.modules]))
     initrd = InitrdPlan(tool, tuple(modules), choice.initrd_compression)
     menu = _menu(recipe, disk, kernel, release, p, warnings)
     # --- files, users ---

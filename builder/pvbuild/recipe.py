@@ -98,19 +98,24 @@ class Initrd(_Model):
 
 class Partition(_Model):
     mountpoint: str = Field(description="/ or /boot")
-    fstype: Literal["ext2", "ext3", "ext4", "xfs", "btrfs"] = "ext4"
+    fstype: Literal["ext2", "ext3", "ext4", "xfs", "btrfs", "reiserfs", "jfs"] = "ext4"
     size: PartSize = "rest"
     label: str | None = None
     uuid: str | None = None
     mkfs_options: Args = Field(default_factory=list)
-    type: str | None = Field(None, description="MBR partition type (hex), default 83")
-    lvm: bool = Field(False, description="put this filesystem on an LVM logical volume")
+    type: str | None = Field(None, description="MBR partition type (hex), default 83 (8e with lvm); with "
+                                                "table: gpt a type GUID, default Linux filesystem (LVM with lvm)")
+    lvm: bool = Field(False, description="put this filesystem on an LVM logical volume (the root only, with a "
+                                         "separate /boot)")
+    vg: str | None = Field(None, description="with lvm: the volume group's name; default: the recipe name")
+    lv: str | None = Field(None, description="with lvm: the logical volume's name; default: root")
 
 
 class Disk(_Model):
     size: Size = Field(2 * 1024**3, description="image size")
     table: Literal["none", "mbr", "gpt"] = Field("none", description="none = partitionless (hd0 AKI), "
-                                                                     "mbr = partitioned (hd00 AKI)")
+                                                                     "mbr = partitioned (hd00 AKI), gpt = "
+                                                                     "partitioned, PV-GRUB 1.04+ only (hd00 AKI)")
     partitions: list[Partition] = Field(default_factory=list, description="default: one ext4 root")
 
 

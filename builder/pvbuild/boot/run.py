@@ -28,7 +28,8 @@ from pvbuild.boot import console
 from pvbuild.boot import host as host_mod
 from pvbuild.boot import vm as vm_mod
 from pvbuild.boot.accel import decide_accel
-from pvbuild.build.run import Log
+from pvbuild.build.errors import ToolMissing
+from pvbuild.build.run import Log, which
 from pvbuild.build.workspace import sigterm_as_interrupt, work_dir
 from pvbuild.errors import UsageError
 
@@ -96,8 +97,19 @@ def check_input(image: Path, variant: str, arch: str, timeout: float) -> None:
         raise UsageError(f"{image}: a qcow2 file; pvbuild boots raw images (qemu-img convert -O raw)")
 
 
+def check_tools() -> None:
+    """QEMU is the one thing the host must have (everything else comes from Debian packages): exit 3 if not."""
+    for tool, package in (("qemu-system-x86_64", "qemu-system-x86"), ("qemu-img", "qemu-utils")):
+        try:
+            which(tool)
+        except ToolMissing:
+            raise ToolMissing(f"pvbuild boot needs {tool}, which is not installed "
+                              f"(apt-get install {package})") from None
+
+
 def prepare(log: Log, *, cache: Path | None = None, accel: str | None = None) -> dict[str, Any]:
     """Build the Xen test host, decide the accelerator and save a booted dom0: what `boot --prepare` does."""
+    check_tools()
     with sigterm_as_interrupt():
         return _prepare(log, cache, accel)
 
@@ -138,6 +150,7 @@ def boot_image(image: Path, *, variant: str = "hd0", arch: str = "x86_64", timeo
     """Boot `image` read-only on the Xen test host (prepared first when missing) and report what happened."""
     image = Path(os.path.abspath(image))
     check_input(image, variant, arch, timeout)
+    check_tools()
     with sigterm_as_interrupt():  # SIGTERM unwinds like Ctrl-C: QEMU stopped, overlays and folders removed
         return _boot_image(image, variant, timeout, log or Log(), cache, use_snapshot, accel, work_parent)
 

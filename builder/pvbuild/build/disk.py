@@ -3,7 +3,11 @@
 - Every filesystem is made in a file of its own (`mke2fs -d TREE`, `mkfs.xfs -p protofile`) and copied into a
   fresh sparse image at its offset, data regions only (SEEK_DATA/SEEK_HOLE): the ranges mke2fs zeroes as
   unwritten extents (the journal) take no space. Partitionless: one filesystem at offset 0.
-- MBR: `sfdisk` writes the table into the image file first (label-id from the plan).
+- MBR or GPT: `sfdisk` writes the table into the image file first (label-id, disk and partition GUIDs from the
+  plan, so the table is reproducible).
+- LVM root: the PV's label and metadata are written by lvm.py (no device-mapper), the filesystem at the LV's first
+  extent; lvm2's tools read it back on a read-only loop device.
+- ReiserFS and JFS (/boot only): mkfs, then the files copied in by a libguestfs appliance (no host driver needed).
 
 PV-GRUB safety. `mke2fs -d` turns every all-zero block of a file into a hole, and PV-GRUB's ext4 extent code
 misreads holes (it reads the next physical block, or fails with Error 16; the emulator's `file-sparse`). After
@@ -30,6 +34,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+from pvbuild.build import lvm as lvm_mod
 from pvbuild.build.run import Log, run
 from pvbuild.errors import UsageError
 from pvbuild.planmodel import DiskPlan, FilesystemPlan, Plan
@@ -291,7 +296,7 @@ def make_xfs(fs: FilesystemPlan, image: Path, tree: Path, epoch: int, log: Log) 
     text, sticky = xfs_protofile(tree, log)
     proto.write_text(text)
     env = {**os.environ, "LC_ALL": "C"}
-    if fs.size_bytes < MIN_XFS_WITHOUT_ENV:
+    if fs.fs_size_bytes < MIN_XFS_WITHOUT_ENV:
         env.update(XFS_SMALL_ENV)
     argv = ["mkfs.xfs", "-q", "-f", *fs.mkfs_options, "-L", fs.label, "-m", f"uuid={fs.uuid}", "-p", str(proto),
             str(image)]
@@ -314,18 +319,107 @@ def make_xfs(fs: FilesystemPlan, image: Path, tree: Path, epoch: int, log: Log) 
     run(["xfs_repair", "-n", image], log=log, quiet=True)
 
 
+# --- ReiserFS and JFS (a /boot PV-GRUB reads), btrfs -----------------------------------------------------------
+# Neither mkfs.reiserfs nor mkfs.jfs can fill a filesystem from a tree, and a loop mount needs the host kernel's
+# driver: Linux dropped ReiserFS in 6.13 and many hosts have no jfs module. So the files are copied in by a
+# libguestfs appliance (its own Debian kernel has both drivers) from a tar of the tree: `guestfish tar-in`.
+# Nested KVM often cannot run the appliance; TCG boots it in about half a minute and is the default
+# ($LIBGUESTFS_BACKEND_SETTINGS overrides it).
+GUESTFS_ENV = {"LIBGUESTFS_BACKEND": "direct", "LIBGUESTFS_BACKEND_SETTINGS": "force_tcg"}
+
+
+def _guestfs_env() -> dict[str, str]:
+    env = {**os.environ, "LC_ALL": "C"}
+    for k, v in GUESTFS_ENV.items():
+        env.setdefault(k, v)
+    return env
+
+
+def fill_with_guestfs(image: Path, tree: Path, log: Log) -> None:
+    """Copy `tree` into the filesystem in `image` (owners, modes, mtimes, symlinks) through a libguestfs appliance."""
+    tar = image.with_name(image.name + ".tar")
+    try:
+        run(["tar", "--numeric-owner", "--sort=name", "--format=gnu", "-C", tree, "-cf", tar, "."], log=log)
+        run(["guestfish", "--format=raw", "-a", image, "--", "run", ":", "mount", "/dev/sda", "/", ":",
+             "tar-in", tar, "/", ":", "umount-all", ":", "sync"], log=log, env=_guestfs_env())
+    finally:
+        tar.unlink(missing_ok=True)
+
+
+def _faketime(argv: list[str], epoch: int) -> tuple[list[str], dict[str, str]]:
+    """argv under a stopped clock at `epoch` when faketime is installed (mkfs stamps its creation time)."""
+    env = {**os.environ, "LC_ALL": "C"}
+    faketime = shutil.which("faketime")
+    if not faketime:
+        return argv, env
+    stamp = datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return [faketime, "-f", stamp, *argv], {**env, "TZ": "UTC"}
+
+
+def make_reiserfs(fs: FilesystemPlan, image: Path, tree: Path, epoch: int, log: Log) -> None:
+    """ReiserFS 3.6 (the format PV-GRUB's reiserfs driver reads), filled by libguestfs, checked by reiserfsck."""
+    argv, env = _faketime(["mkfs.reiserfs", "-q", "-f", "-f", "--format", "3.6", "-l", fs.label, "-u", fs.uuid,
+                           *fs.mkfs_options, str(image)], epoch)
+    run(argv, log=log, env=env)
+    fill_with_guestfs(image, tree, log)
+    run(["reiserfsck", "--check", "--yes", "--quiet", image], log=log, quiet=True, env={**os.environ, "LC_ALL": "C"})
+
+
+def make_jfs(fs: FilesystemPlan, image: Path, tree: Path, epoch: int, log: Log) -> None:
+    """JFS (mkfs.jfs has no UUID option: jfs_tune -U sets the plan's), filled by libguestfs, checked by fsck.jfs."""
+    argv, env = _faketime(["mkfs.jfs", "-q", "-L", fs.label, *fs.mkfs_options, str(image)], epoch)
+    run(argv, log=log, env=env)
+    run(["jfs_tune", "-U", fs.uuid, image], log=log, quiet=True)
+    fill_with_guestfs(image, tree, log)
+    run(["fsck.jfs", "-n", image], log=log, quiet=True)
+
+
+def make_btrfs(fs: FilesystemPlan, image: Path, tree: Path, epoch: int, log: Log) -> None:
+    """mkfs.btrfs --rootdir (no mount). The plan refuses btrfs for /boot (PV-GRUB has no btrfs driver); the
+    builder still makes it, for images planned by hand and for the tests that show the check's verdict."""
+    argv, env = _faketime(["mkfs.btrfs", "-q", "-f", "-L", fs.label, "-U", fs.uuid, *fs.mkfs_options, "--rootdir",
+                           str(tree), str(image)], epoch)
+    # mkfs.btrfs refuses a UUID that libblkid's cache has seen (a previous build of the same plan): no cache.
+    run(argv, log=log, env={**env, "BLKID_FILE": "/dev/null"})
+    run(["btrfs", "check", "--readonly", image], log=log, quiet=True)
+
+
 # --- the disk ---------------------------------------------------------------------------------------------
+_GUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
+_PARTNAME = re.compile(r"[A-Za-z0-9._-]{1,36}")
+GPT_FIRST_LBA = 2048
+
+
 def sfdisk_script(disk: DiskPlan) -> str:
-    lines = ["label: dos"]
+    """The sfdisk script of an MBR (dos) or GPT label: every identifier from the plan, so the table is reproducible.
+
+    GPT: the disk GUID and each partition's GUID are the plan's; the entries are in plan order (GRUB's (hd0,N) is
+    the entry index); the partition name is the filesystem label. sfdisk also writes the protective MBR and the
+    backup header and entries in the disk's last 33 sectors.
+    """
+    gpt = disk.table == "gpt"
+    lines = ["label: gpt" if gpt else "label: dos"]
     if disk.disk_id:
-        if not re.fullmatch(r"0x[0-9a-fA-F]{1,8}", disk.disk_id):
+        if gpt and not _GUID.fullmatch(disk.disk_id):
+            raise UsageError(f"bad GPT disk GUID {disk.disk_id!r}")
+        if not gpt and not re.fullmatch(r"0x[0-9a-fA-F]{1,8}", disk.disk_id):
             raise UsageError(f"bad MBR label-id {disk.disk_id!r} (want 0x and up to 8 hex digits)")
         lines.append(f"label-id: {disk.disk_id}")
-    lines += ["unit: sectors", "sector-size: 512", ""]
+    lines += ["unit: sectors", "sector-size: 512"]
+    if gpt:
+        lines.append(f"first-lba: {GPT_FIRST_LBA}")
+    lines.append("")
     for fs in disk.filesystems:
+        where = f"start={fs.offset_bytes // SECTOR}, size={fs.size_bytes // SECTOR}"
+        if gpt:
+            if not _GUID.fullmatch(fs.part_type) or not _GUID.fullmatch(fs.part_uuid):
+                raise UsageError(f"bad GPT type {fs.part_type!r} or GUID {fs.part_uuid!r} for {fs.mountpoint}")
+            name = f', name="{fs.label}"' if _PARTNAME.fullmatch(fs.label) else ""
+            lines.append(f"{where}, type={fs.part_type}, uuid={fs.part_uuid}{name}")
+            continue
         if not re.fullmatch(r"[0-9a-fA-F]{1,2}", fs.part_type):
             raise UsageError(f"bad MBR partition type {fs.part_type!r} for {fs.mountpoint}")
-        lines.append(f"start={fs.offset_bytes // SECTOR}, size={fs.size_bytes // SECTOR}, type={fs.part_type}")
+        lines.append(f"{where}, type={fs.part_type}")
     return "\n".join(lines) + "\n"
 
 
@@ -334,16 +428,19 @@ def check_layout(disk: DiskPlan) -> None:
         if len(disk.filesystems) != 1 or disk.filesystems[0].offset_bytes != 0:
             raise UsageError("a partitionless disk holds exactly one filesystem, at offset 0")
         return
+    gpt = disk.table == "gpt"
     end = 0
+    first = GPT_FIRST_LBA * SECTOR if gpt else SECTOR
     for fs in sorted(disk.filesystems, key=lambda f: f.offset_bytes):
         if fs.offset_bytes % SECTOR or fs.size_bytes % SECTOR or fs.size_bytes <= 0:
             raise UsageError(f"{fs.mountpoint}: offset and size must be whole 512-byte sectors")
-        if fs.offset_bytes < max(end, SECTOR):
-            raise UsageError(f"{fs.mountpoint}: partition overlaps the MBR or the partition before it")
+        if fs.offset_bytes < max(end, first):
+            raise UsageError(f"{fs.mountpoint}: partition overlaps the partition table or the partition before it")
         end = fs.offset_bytes + fs.size_bytes
-    if end > disk.size_bytes:
-        raise UsageError(f"partitions end at {end} bytes, beyond the disk's {disk.size_bytes}")
-    if len(disk.filesystems) > 4:
+    limit = disk.size_bytes - (33 * SECTOR if gpt else 0)  # GPT: the backup entries and header
+    if end > limit:
+        raise UsageError(f"partitions end at {end} bytes, beyond the {limit} the disk has for them")
+    if not gpt and len(disk.filesystems) > 4:
         raise UsageError("pvbuild writes at most 4 primary MBR partitions")
 
 
@@ -368,11 +465,17 @@ def copy_into(src: Path, dst: Path, offset: int) -> int:
 def make_filesystem(fs: FilesystemPlan, image: Path, tree: Path, epoch: int, log: Log, *, holds_boot: bool,
                     boot_root: Path | None) -> None:
     with open(image, "wb") as f:
-        f.truncate(fs.size_bytes)
+        f.truncate(fs.fs_size_bytes)  # the partition, or the logical volume in it
     if fs.fstype in ("ext2", "ext3", "ext4"):
         make_ext(fs, image, tree, epoch, log, is_boot=holds_boot, boot_root=boot_root)
     elif fs.fstype == "xfs":
         make_xfs(fs, image, tree, epoch, log)
+    elif fs.fstype == "reiserfs":
+        make_reiserfs(fs, image, tree, epoch, log)
+    elif fs.fstype == "jfs":
+        make_jfs(fs, image, tree, epoch, log)
+    elif fs.fstype == "btrfs":
+        make_btrfs(fs, image, tree, epoch, log)
     else:
         raise UsageError(f"the build cannot make {fs.fstype} filesystems yet")
 
@@ -403,16 +506,21 @@ def make_disk(plan: Plan, tree: Path, image: Path, work: Path, log: Log) -> None
     # the zeroed ranges mke2fs leaves as unwritten extents (the journal) take no space in the image.
     with open(image, "wb") as f:
         f.truncate(disk.size_bytes)
-    if disk.table == "mbr":
+    if disk.table in ("mbr", "gpt"):
         run(["sfdisk", "--no-reread", "--no-tell-kernel", "--wipe", "never", "-q", image], log=log,
             input=sfdisk_script(disk).encode(), env={**os.environ, "LC_ALL": "C"})
     for fs in disk.filesystems:
         part = work / f"part{fs.offset_bytes}.img"
         holds, broot = boot_root_of(fs)
         make_filesystem(fs, part, trees[fs.mountpoint], epoch, log, holds_boot=holds, boot_root=broot)
-        n = copy_into(part, image, fs.offset_bytes)
-        log.info(f"{fs.mountpoint}: {n} bytes of data copied at offset {fs.offset_bytes}")
+        if fs.lvm is not None:
+            # The PV's label and metadata first, then the filesystem at the LV's first extent (lvm.py).
+            lvm_mod.write_pv(fs, image, plan.hostname, epoch)
+        n = copy_into(part, image, fs.fs_offset_bytes)
+        log.info(f"{fs.mountpoint}: {n} bytes of data copied at offset {fs.fs_offset_bytes}")
         part.unlink()
+        if fs.lvm is not None:
+            lvm_mod.verify(fs, image, work, log)
 
 
 def allocated_bytes(path: Path) -> int:

@@ -49,11 +49,15 @@ def in_rootfs(plan: Plan, boot_fs_path: str) -> str:
 
 
 def _fs_spec(plan: Plan, uuid: str, label: str, device: str) -> str:
-    """Name filesystems in fstab the way the menu's root= names the root: UUID, LABEL, or the device."""
+    """Name filesystems in fstab the way the menu's root= names the root: UUID, LABEL, or the device.
+
+    An LVM volume is named by its /dev/mapper path (as root= names it); the others of an LVM image by UUID."""
+    if device.startswith("/dev/mapper/"):
+        return device
     root_arg = plan.kernel.root_arg
     if root_arg.startswith("root=LABEL="):
         return f"LABEL={label}"
-    if root_arg.startswith("root=UUID=") or not device:
+    if root_arg.startswith(("root=UUID=", "root=/dev/mapper/")) or not device:
         return f"UUID={uuid}"
     return device
 

@@ -151,8 +151,17 @@ def preflight(plan: Plan) -> None:
         raise EnvironmentProblem("pvbuild build must run as root: mmdebstrap --mode=root, chroot and mounts need it "
                                  "(run it with sudo, or as root in a container/VM)")
     tools = ["mmdebstrap", "tar", "chroot", "mount", "umount", "mke2fs", "debugfs", "dumpe2fs", "e2fsck"]
-    if plan.disk.table == "mbr":
+    if plan.disk.table in ("mbr", "gpt"):
         tools.append("sfdisk")
+    if any(f.lvm is not None for f in plan.disk.filesystems):
+        tools += ["losetup", "lvm"]
+    fstypes = {f.fstype for f in plan.disk.filesystems}
+    if "reiserfs" in fstypes:
+        tools += ["mkfs.reiserfs", "reiserfsck", "guestfish"]
+    if "jfs" in fstypes:
+        tools += ["mkfs.jfs", "jfs_tune", "fsck.jfs", "guestfish"]
+    if "btrfs" in fstypes:
+        tools += ["mkfs.btrfs", "btrfs"]
     if any(f.fstype == "xfs" for f in plan.disk.filesystems):
         tools += ["mkfs.xfs", "xfs_db", "xfs_repair"]
     for t in tools:
