@@ -67,3 +67,63 @@ def need_appliance(tool: str) -> None:
 def image(fstype: str, boot: Tree, options: tuple[str, ...] = ()) -> Path:
     need_appliance("mkfs.reiserfs" if fstype == "reiserfs" else "mkfs.jfs")
     return whole_fs_image(tree(boot), fstype=fstype, options=options, size_mb=64, label="rootfs")
+
+
+SPARSE_BLOCKS = 300  # data blocks of /sparse.bin, one every other 4 KiB block (a hole after each)
+SPARSE_SIZE = (2 * SPARSE_BLOCKS - 1) * 4096
+
+
+def sparse_content() -> bytes:
+    """What Linux reads from /sparse.bin: block 2k holds blob("sparse-k"), odd blocks are holes."""
+    out = bytearray(SPARSE_SIZE)
+    for k in range(SPARSE_BLOCKS):
+        out[2 * k * 4096:(2 * k + 1) * 4096] = blob(f"sparse-{k}", 4096)
+    return bytes(out)
+
+
+def sparse_images() -> tuple[Path, Path]:
+    """A ReiserFS and a JFS image, each holding /sparse.bin written block by block with pwrite (300 extents with
+    holes between: a JFS xtree of two leaf pages, ReiserFS indirect items with zero pointers). One appliance
+    boot for both; cached under .cache/tests/images."""
+    import os
+    import subprocess
+    import tempfile
+
+    from tests.conftest import cache_root
+
+    need_appliance("mkfs.reiserfs")
+    need_appliance("mkfs.jfs")
+    root = cache_root() / "images"
+    root.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256(f"sparse-v1/{SPARSE_BLOCKS}".encode()).hexdigest()[:16]
+    dest = (root / f"sparse-reiserfs-{key}.raw", root / f"sparse-jfs-{key}.raw")
+    if all(p.exists() for p in dest):
+        return dest
+    import guestfs
+
+    with tempfile.TemporaryDirectory(dir=root) as tmp:
+        imgs = (Path(tmp) / "r.raw", Path(tmp) / "j.raw")
+        for img in imgs:
+            with open(img, "wb") as f:
+                f.truncate(64 << 20)
+        for cmd in (["mkfs.reiserfs", "-q", "-f", "-u", "6b7c1a1e-2d2f-4b8e-9a51-0c6d7e8f9a0b", str(imgs[0])],
+                    ["mkfs.jfs", "-q", str(imgs[1])]):
+            subprocess.run(cmd, check=True, capture_output=True)
+        g = guestfs.GuestFS(python_return_dict=True)
+        try:
+            g.set_backend_settings(["force_tcg"])
+            for img in imgs:
+                g.add_drive_opts(str(img), format="raw", readonly=0)
+            g.launch()
+            for dev in ("/dev/sda", "/dev/sdb"):
+                g.mount(dev, "/")
+                g.touch("/sparse.bin")
+                for k in range(SPARSE_BLOCKS):
+                    g.pwrite("/sparse.bin", blob(f"sparse-{k}", 4096), 2 * k * 4096)
+                g.umount_all()
+            g.shutdown()
+        finally:
+            g.close()
+        for img, out in zip(imgs, dest, strict=True):
+            os.replace(img, out)
+    return dest

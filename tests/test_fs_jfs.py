@@ -11,8 +11,9 @@ import pytest
 from pvbuild.pvgrub.blockio import Disk, MemoryDisk, Volume
 from pvbuild.pvgrub.errors import Err, GrubError
 from pvbuild.pvgrub.fs import jfs
-from tests.fixtures_reiserfs_jfs import DEEP, LONG_NAME, MANY, image, tree
-from tests.test_machine import boot_files, check, codes
+from tests.fixtures_reiserfs_jfs import DEEP, LONG_NAME, MANY, image, sparse_content, sparse_images, tree
+from tests.imagebuild import Fs, Part
+from tests.test_machine import MENU, boot_files, check, codes, mbr
 
 
 @cache
@@ -144,3 +145,35 @@ def test_empty_filesystem_and_mount_checks() -> None:
     assert jfs.mount(Volume(MemoryDisk(bytes(data[:(16 << 20) - 512])), 0, (16 << 20) - 512)) is None
     data[0x8000:0x8004] = b"JFS2"
     assert jfs.mount(Volume(MemoryDisk(bytes(data)), 0, len(data))) is None
+
+
+def test_boot_partition_of_any_type() -> None:
+    """jfs_mount (:207-225) does not look at the partition type (PVGRUB.md §4): /boot on (hd0,0) of MBR type 0x07
+    boots with the hd00 profile, which reads (hd0,0)/boot/grub/menu.lst."""
+    files = boot_files(MENU.replace(b"root (hd0)", b"root (hd0,0)"))
+    image_path = mbr([Part(Fs.of(files, fstype="jfs", options=()), type="7", size_mb=48)])
+    r = check(image_path, "1.05", "hd00")
+    assert r["outcome"] == "boots", r["findings"]
+    assert r["menu"]["device"] == "(hd0,0)"
+
+
+def test_holes_and_the_second_xtree_leaf() -> None:
+    """/sparse.bin: 300 one-block extents with a hole after each, written by Linux with pwrite. Its xtree root is
+    an internal node (first_extent descends, :74-83) over two leaf pages (254 + 46 extents). Holes read as
+    zeros (:255-263). GRUB's next_extent returns the *second* entry of the next leaf page (:97-101), so the
+    first extent of page 2 (file block 508) is skipped, and jfs_read zero-fills over it: PV-GRUB loads 4 KiB of
+    zeros where the file has data. The emulator does the same."""
+    path = sparse_images()[1]
+    disk = Disk(path)
+    fs = jfs.mount(Volume(disk, 0, disk.size))
+    assert fs is not None
+    f = fs.open("/sparse.bin")
+    run = f._run.clone()
+    run.first_extent(jfs.INODE)
+    assert run.b(jfs.INODE + jfs.BTROOT + 16) & jfs.BT_LEAF == 0 and run.xlastindex == 2 + 254
+    want = sparse_content()
+    got = f.read(0, f.size)
+    assert len(got) == len(want) == f.size
+    lost = 508 * 4096
+    assert got[lost:lost + 4096] == bytes(4096) != want[lost:lost + 4096]
+    assert got[:lost] == want[:lost] and got[lost + 4096:] == want[lost + 4096:]

@@ -16,9 +16,9 @@ import pytest
 from pvbuild.pvgrub.blockio import Disk, MemoryDisk, Volume
 from pvbuild.pvgrub.errors import Err, GrubError
 from pvbuild.pvgrub.fs import reiserfs
-from tests.fixtures_reiserfs_jfs import DEEP, LONG_NAME, MANY, image, tree
-from tests.imagebuild import Symlink
-from tests.test_machine import boot_files, check, codes
+from tests.fixtures_reiserfs_jfs import DEEP, LONG_NAME, MANY, image, sparse_content, sparse_images, tree
+from tests.imagebuild import Fs, Part, Symlink
+from tests.test_machine import MENU, boot_files, check, codes, mbr
 
 FORMATS: dict[str, tuple[str, ...]] = {"3.6": ()}
 
@@ -200,3 +200,30 @@ def test_mount_refusals() -> None:
     assert mount_with({sb + 72: (3).to_bytes(2, "little")}) is None
     root = int.from_bytes(data[sb + 8:sb + 12], "little")
     assert mount_with({root * 4096: (7).to_bytes(2, "little")}) is None
+
+
+def test_boot_partition_with_the_hd00_profile() -> None:
+    """ReiserFS /boot on (hd0,0) of an MBR disk (reiserfs_mount ignores the partition type; here 0x83) boots with
+    the hd00 profile; the volume starts at 1 MiB, so every block number is partition-relative."""
+    files = boot_files(MENU.replace(b"root (hd0)", b"root (hd0,0)"))
+    image_path = mbr([Part(Fs.of(files, fstype="reiserfs", options=()), size_mb=48)])
+    r = check(image_path, "1.05", "hd00")
+    assert r["outcome"] == "boots", r["findings"]
+    assert r["menu"]["device"] == "(hd0,0)"
+
+
+def test_holes_read_block_zero_of_the_partition() -> None:
+    """/sparse.bin (300 data blocks, a hole after each, written with pwrite): holes are zero pointers in the
+    indirect items, and reiserfs_read (:957-975) reads "block 0" for them, i.e. the first 4 KiB of the partition.
+    Zeros on a fresh filesystem (mkreiserfs leaves the first 64 KiB alone), anything that was written there
+    otherwise (here: a boot loader's bytes)."""
+    path = sparse_images()[0]
+    fs = mounted(path)
+    want = sparse_content()
+    assert read(fs, "/sparse.bin") == want
+    data = bytearray(path.read_bytes())
+    data[0:4096] = b"B" * 4096
+    fs2 = reiserfs.mount(Volume(MemoryDisk(bytes(data)), 0, len(data)))
+    assert fs2 is not None
+    got = read(fs2, "/sparse.bin")
+    assert got[4096:8192] == b"B" * 4096 and got[0:4096] == want[0:4096] and got[8192:12288] == want[8192:12288]
