@@ -375,3 +375,26 @@ def test_refuses_btrfs_boot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     err = capsys.readouterr().err
     assert code == 2 and "btrfs" in err and "no btrfs driver" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["btrfs.raw", "tree"]
+
+
+@pytest.mark.slow
+def test_xfs_v4_boot_through_libguestfs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A separate /boot on V4 XFS without ftype (what PV-GRUB's xfs driver reads): listed and its kernel inspected
+    with the emulator's XFS reader, edited inside a libguestfs appliance (never mounted on the host)."""
+    _need_tools()
+    for tool in ("mkfs.xfs", "guestfish", "xfs_repair"):
+        if shutil.which(tool) is None and shutil.which(tool, path="/usr/sbin:/sbin") is None:
+            pytest.skip(f"{tool} is not installed")
+    boot = Fs.of(_boot_files(""), fstype="xfs", options=("-m", "crc=0", "-n", "ftype=0"), uuid=BOOT_UUID)
+    root = Fs.of({**_root_files(b""), "/boot/.keep": b""}, options=(), uuid=ROOT_UUID, label="rootfs")
+    image = build(DiskSpec("mbr", parts=(Part(boot, size_mb=300), Part(root, size_mb=32))))
+    before = _sha(image)
+    code, r = _convert([str(image), "-o", str(tmp_path / "xfs.raw")], capsys)
+    assert code == 0, r.get("findings")
+    assert _sha(image) == before
+    conv = r["convert"]
+    assert isinstance(conv, dict)
+    assert conv["boot"]["fstype"] == "xfs" and conv["separate_boot"] and conv["root"]["fstype"] == "ext4"
+    assert any("libguestfs" in c for c in conv["changes"]) and any("boot -> ." in c for c in conv["changes"])
+    assert r["menu"] == {"device": "(hd0,0)", "path": "/boot/grub/menu.lst"}
+    assert "kernel /vmlinuz-" in _menu_of(r) and f"root=UUID={ROOT_UUID}" in _menu_of(r)

@@ -6,7 +6,8 @@ Why each step is the way it is:
 
 - Nothing is mounted on the host: an image from elsewhere is untrusted input, and a loop mount hands it to the
   kernel's filesystem code. ext2/3/4 are read with `debugfs -c` (read-only, through `IMAGE?offset=N` for a
-  partition) and edited with `debugfs -w`; XFS and btrfs are only identified (pvbuild.pvgrub.fs.probe).
+  partition) and edited with `debugfs -w`; a V4 XFS /boot is read with the emulator's XFS reader and edited in a
+  libguestfs appliance (its own kernel mounts it); XFS v5 and btrfs are only identified (pvgrub.fs.probe).
 - The image is never changed unless `--in-place`: the output is a sparse copy (data ranges only) written under
   a temporary name next to it and renamed when complete, so a failure leaves nothing behind.
 - Only what PV-GRUB (GRUB 0.97 with Xen's ext4 patch) cannot read is fixed, and only when that is safe on an
@@ -15,7 +16,8 @@ Why each step is the way it is:
   unwritten extents (`debugfs fallocate`, as the build does); a separate /boot gets `boot -> .` so that
   /boot/grub/menu.lst resolves on it (PV-GRUB <= 1.03 looks only there). metadata_csum is a ro_compat
   feature, which GRUB 0.97 never looks at: it stays. What cannot be fixed safely is refused with the reason:
-  XFS v5 or btrfs /boot, meta_bg, inline_data, blocks above 8 KiB, GPT with PV-GRUB <= 1.03, no Xen PV kernel.
+  XFS v5, V4 with ftype=1 or btrfs /boot, meta_bg, inline_data, blocks above 8 KiB, GPT with PV-GRUB <= 1.03, no
+  Xen PV kernel.
 - Kernels are found by name (/boot/vmlinuz-VERSION with initrd.img-VERSION, initrd-VERSION.img,
   initramfs-VERSION.img or initrd-VERSION), checked with the emulator's kernel inspector exactly as PV-GRUB's
   loader would see them, and named by version in menu.lst (newest first; the seeds recommend choosing the
@@ -46,8 +48,9 @@ from pvbuild.build.run import Log, run
 from pvbuild.errors import EnvironmentProblem, UsageError
 from pvbuild.pvgrub.blockio import Disk, Volume
 from pvbuild.pvgrub.disk import Scheme, read_layout
+from pvbuild.pvgrub.errors import GrubError
 from pvbuild.pvgrub.fs import ext2, probe, xfs
-from pvbuild.pvgrub.fs.base import FsIdentity
+from pvbuild.pvgrub.fs.base import S_IFDIR, S_IFREG, FsIdentity, Inode
 from pvbuild.pvgrub.kernel import inspect_kernel
 from pvbuild.pvgrub.profiles import Profile
 from pvbuild.sparse import data_ranges
@@ -184,7 +187,7 @@ class Analysis:
     boot_names: dict[str, tuple[int, int]]  # name -> (mode, size) in the kernels' folder
     top_names: dict[str, tuple[int, int]]  # name -> (mode, size) at the top of the /boot filesystem
     grub_names: dict[str, tuple[int, int]] | None  # the grub folder, None if missing
-    superblock: ext2.Superblock
+    superblock: ext2.Superblock | None  # the /boot filesystem's, when it is ext2/3/4
     profile: Profile
     notes: list[str] = field(default_factory=list)
 
@@ -244,6 +247,55 @@ class _ExtReader:
         return out[:limit]
 
 
+class _XfsReader:
+    """Read-only access to an XFS V4 filesystem (the only XFS PV-GRUB reads) through the emulator's reader."""
+
+    def __init__(self, fs: xfs.XfsFilesystem) -> None:
+        self.fs = fs
+
+    def _lookup(self, path: str) -> Inode | None:
+        try:
+            st = self.fs.stat(self.fs.root_ino)
+            for comp in (c for c in path.split("/") if c):
+                if st.kind != S_IFDIR:
+                    return None
+                want = comp.encode("utf-8", "surrogateescape")
+                entry = next((e for e in self.fs.listdir(st.ino) if e.name == want), None)
+                if entry is None:
+                    return None
+                st = self.fs.stat(entry.ino)
+            return st
+        except GrubError as e:
+            raise ConvertRefused(f"{self.fs.vol.name}{path}: the XFS filesystem cannot be read: {e}") from None
+
+    def ls(self, path: str) -> dict[str, tuple[int, int]] | None:
+        st = self._lookup(path)
+        if st is None or st.kind != S_IFDIR:
+            return None
+        try:
+            return {e.name.decode("utf-8", "surrogateescape"): (s.mode, s.size)
+                    for e in self.fs.listdir(st.ino) for s in (self.fs.stat(e.ino),)}
+        except GrubError as e:
+            raise ConvertRefused(f"{self.fs.vol.name}{path}: the XFS folder cannot be read: {e}") from None
+
+    def cat(self, path: str, limit: int) -> bytes:
+        st = self._lookup(path)
+        if st is None or st.kind != S_IFREG:
+            raise FileNotFoundError(path)
+        out = bytearray()
+        try:
+            for chunk in self.fs.content(st.ino):
+                out += chunk
+                if len(out) >= limit:
+                    break
+        except GrubError as e:
+            raise ConvertRefused(f"{self.fs.vol.name}{path}: cannot be read: {e}") from None
+        return bytes(out[:limit])
+
+
+_Reader = _ExtReader | _XfsReader
+
+
 @contextlib.contextmanager
 def _source_link(image: Path) -> Iterator[Path]:
     """A symlink to the image in a private folder: debugfs reads `NAME?offset=N`, which a '?' in the user's
@@ -298,7 +350,7 @@ def _kernel_names(names: dict[str, tuple[int, int]] | None) -> list[str]:
     return [n for n, (mode, _) in names.items() if stat.S_ISREG(mode) and KERNEL_NAME.fullmatch(n)]
 
 
-def _fstab_boot(reader: _ExtReader) -> str | None:
+def _fstab_boot(reader: _Reader) -> str | None:
     """The fstab source of /boot ("UUID=...", "LABEL=...", "/dev/..."), if the root's fstab names one."""
     try:
         text = reader.cat("/etc/fstab", MAX_SMALL_FILE).decode("utf-8", "replace")
@@ -311,7 +363,7 @@ def _fstab_boot(reader: _ExtReader) -> str | None:
     return None
 
 
-def _os_name(reader: _ExtReader) -> str | None:
+def _os_name(reader: _Reader) -> str | None:
     for path in ("/etc/os-release", "/usr/lib/os-release"):
         try:
             text = reader.cat(path, MAX_SMALL_FILE).decode("utf-8", "replace")
@@ -334,9 +386,7 @@ def _unsupported_boot(fs: FsInfo, disk: Disk) -> str:
         reason = xfs.refusal_reason(vol)
         if reason:
             return f"/boot is on XFS ({fs.grub_device}): PV-GRUB refuses it: {reason}"
-        return (f"/boot is on XFS v4 ({fs.grub_device}): pvbuild edits only ext2/3/4 without mounting (XFS would "
-                "need libguestfs, not supported yet): put /boot on ext4, or write menu.lst yourself and run "
-                "`pvbuild check`")
+        return f"/boot is on XFS ({fs.grub_device}), which PV-GRUB's xfs driver does not mount"
     return f"/boot is on {fs.fstype} ({fs.grub_device}), which pvbuild cannot edit"
 
 
@@ -350,8 +400,15 @@ def analyse(image: Path, opts: MenuOptions, log: Log) -> Analysis:
         variant = opts.variant or ("hd0" if scheme == "none" else "hd00")
         profile = Profile(opts.pvgrub_version, variant, opts.arch)
         with _source_link(image) as link:
-            readers = {fs.grub_device: _ExtReader(_spec(link, fs), log) for fs in filesystems
-                       if fs.fstype in EXT_FS}
+            readers: dict[str, _Reader] = {}
+            for fs in filesystems:
+                if fs.fstype in EXT_FS:
+                    readers[fs.grub_device] = _ExtReader(_spec(link, fs), log)
+                elif fs.fstype == "xfs":
+                    mounted = xfs.mount(Volume(disk, fs.start, fs.length, fs.part_type, fs.grub_device),
+                                        arch=opts.arch)
+                    if mounted is not None:  # V4: the emulator's reader lists it
+                        readers[fs.grub_device] = _XfsReader(mounted)
             tops = {dev: r.ls("/") for dev, r in readers.items()}
             roots = [fs for fs in filesystems if _is_root_like(tops.get(fs.grub_device))]
             boots_in_root = {fs.grub_device: readers[fs.grub_device].ls("/boot") for fs in roots}
@@ -362,7 +419,7 @@ def analyse(image: Path, opts: MenuOptions, log: Log) -> Analysis:
                 if len(roots) > 1:
                     notes.append(f"several root-like filesystems; chose {root.grub_device}")
             else:
-                root = next((fs for fs in filesystems if fs.fstype not in EXT_FS), None)
+                root = next((fs for fs in filesystems if fs.grub_device not in readers), None)
                 if root is None and len(filesystems) == 1:
                     only = filesystems[0]
                     # One ext filesystem without /etc: a root holding /boot, or a separate /boot whose root is
@@ -376,28 +433,28 @@ def analyse(image: Path, opts: MenuOptions, log: Log) -> Analysis:
                                      f"{', '.join(f.grub_device for f in filesystems)} holds /etc and /usr"
                                      f"{extra}) — if the root is on LVM or LUKS, name it with --cmdline "
                                      "root=/dev/mapper/...")
-            separate_candidates = [fs for fs in filesystems if fs is not root and fs.fstype in EXT_FS
+            separate_candidates = [fs for fs in filesystems if fs is not root and fs.grub_device in readers
                                    and _kernel_names(tops.get(fs.grub_device))]
             boot: FsInfo
-            if root.fstype in EXT_FS and _kernel_names(boots_in_root.get(root.grub_device)
+            if root.grub_device in readers and _kernel_names(boots_in_root.get(root.grub_device)
                                                        or readers[root.grub_device].ls("/boot")):
                 boot, prefix = root, "/boot"
             elif separate_candidates:
                 boot = separate_candidates[0]
-                if len(separate_candidates) > 1 and root.fstype in EXT_FS:
+                if len(separate_candidates) > 1 and root.grub_device in readers:
                     src = _fstab_boot(readers[root.grub_device])
                     for fs in separate_candidates:
                         if src in (f"UUID={fs.identity.uuid}", f"LABEL={fs.identity.label}", fs.linux_device):
                             boot = fs
                 prefix = ""
-            elif root.fstype in EXT_FS and _kernel_names(tops.get(root.grub_device)):
+            elif root.grub_device in readers and _kernel_names(tops.get(root.grub_device)):
                 boot, prefix = root, ""  # a separate /boot whose root pvbuild cannot read: root= is the user's
                 notes.append("the root filesystem is not in a form pvbuild reads; root= is taken from --cmdline")
             else:
-                non_ext = [fs for fs in filesystems if fs.fstype not in EXT_FS and fs is not root]
+                non_ext = [fs for fs in filesystems if fs.grub_device not in readers and fs is not root]
                 if non_ext:
                     raise ConvertRefused(_unsupported_boot(non_ext[0], disk))
-                if root.fstype not in EXT_FS:
+                if root.grub_device not in readers:
                     raise ConvertRefused(_unsupported_boot(root, disk))
                 where = f"{root.grub_device} ({root.fstype})"
                 raise ConvertRefused(f"{image}: no kernel: no /boot/vmlinuz-VERSION on the root filesystem {where} "
@@ -410,11 +467,15 @@ def analyse(image: Path, opts: MenuOptions, log: Log) -> Analysis:
                 boot_names = reader.ls("/boot") or {}
             top_names = tops.get(boot.grub_device) or {}
             grub_names = reader.ls(f"{prefix}/grub")
-            raw = disk.read(boot.start + ext2.SUPER_OFFSET, ext2.SUPER_SIZE)
-            sb = ext2.Superblock.parse(raw)
-            _refuse_features(sb, boot)
+            sb: ext2.Superblock | None = None
+            xreader = readers[boot.grub_device]
+            if isinstance(xreader, _XfsReader):
+                _refuse_xfs(xreader.fs, boot)
+            else:
+                sb = ext2.Superblock.parse(disk.read(boot.start + ext2.SUPER_OFFSET, ext2.SUPER_SIZE))
+                _refuse_features(sb, boot)
             kernels = _find_kernels(reader, prefix, boot_names, profile, folder)
-            os_name = _os_name(readers[root.grub_device]) if root.fstype in EXT_FS else None
+            os_name = _os_name(readers[root.grub_device]) if root.grub_device in readers else None
     analysis = Analysis(scheme, root, boot, prefix == "", prefix, kernels, os_name, boot_names, top_names,
                         grub_names, sb, profile, notes)
     if not analysis.usable:
@@ -423,6 +484,21 @@ def analyse(image: Path, opts: MenuOptions, log: Log) -> Analysis:
                              "Install a Xen-capable kernel (Debian: linux-image-amd64; not -cloud-amd64 before "
                              "bookworm, not 686-pae) and convert again")
     return analysis
+
+
+def _refuse_xfs(fs: xfs.XfsFilesystem, info: FsInfo) -> None:
+    """XFS /boot: V4 without ftype only (what GRUB's xfs driver reads), edited through libguestfs."""
+    if fs.sb.has_ftype:
+        raise ConvertRefused(f"the /boot filesystem {info.grub_device} is V4 XFS with ftype=1 directory entries, "
+                             "which PV-GRUB's xfs driver misreads (and no tool turns off): recreate it with "
+                             "mkfs.xfs -m crc=0 -n ftype=0, or as ext4 -O ^64bit, and copy /boot over")
+    if not _have("guestfish"):
+        raise EnvironmentProblem("editing an XFS /boot without mounting it on the host needs libguestfs "
+                                 "(apt-get install libguestfs-tools)")
+
+
+def _have(tool: str) -> bool:
+    return bool(shutil.which(tool) or shutil.which(tool, path="/usr/local/sbin:/usr/sbin:/sbin"))
 
 
 def _refuse_features(sb: ext2.Superblock, fs: FsInfo) -> None:
@@ -440,7 +516,7 @@ def _refuse_features(sb: ext2.Superblock, fs: FsInfo) -> None:
                              "^inline_data and copy /boot over")
 
 
-def _find_kernels(reader: _ExtReader, prefix: str, names: dict[str, tuple[int, int]], profile: Profile,
+def _find_kernels(reader: _Reader, prefix: str, names: dict[str, tuple[int, int]], profile: Profile,
                   folder: str) -> list[KernelFound]:
     out: list[KernelFound] = []
     for name in sorted(_kernel_names(names), key=lambda n: version_key(n.split("-", 1)[1]), reverse=True):
@@ -638,6 +714,7 @@ def _edit_ext(work: Path, a: Analysis, menu: str, log: Log, epoch: int) -> list[
     env = {**os.environ, "LC_ALL": "C", "E2FSPROGS_FAKE_TIME": str(epoch)}
     changes: list[str] = []
     sb = a.superblock
+    assert sb is not None
     if sb.has_incompat(ext2.INCOMPAT_64BIT) or sb.has_incompat(ext2.INCOMPAT_RECOVER):
         # e2fsck -y replays a journal left by an unclean shutdown; exit 1 = "errors corrected".
         run(["e2fsck", "-f", "-y", work], log=log, env=env, ok=(0, 1), quiet=True)
@@ -681,6 +758,58 @@ def _edit_ext(work: Path, a: Analysis, menu: str, log: Log, epoch: int) -> list[
     n = len(a.usable)
     changes.append(f"{a.boot.grub_device}{a.menu_path} {verb} ({n} kernel entr{'y' if n == 1 else 'ies'})")
     run(["e2fsck", "-f", "-n", work], log=log, env=env, quiet=True)
+    return changes
+
+
+def _edit_xfs(work: Path, a: Analysis, menu: str, log: Log, epoch: int) -> list[str]:
+    """The same edits on a V4 XFS /boot (in `work`, a file holding exactly it) through a libguestfs appliance:
+    the filesystem is mounted inside the appliance's own kernel, never on the host. Files GRUB's xfs driver would
+    misread (holes, preallocated space) are rewritten whole from what Linux reads."""
+    from pvbuild.build.disk import GUESTFS_ENV
+
+    env = {**os.environ, "LC_ALL": "C"}
+    for key, value in GUESTFS_ENV.items():
+        env.setdefault(key, value)
+    changes: list[str] = []
+    host = Path(tempfile.mkdtemp(prefix=".xfs-edit-", dir=work.parent))
+    try:
+        (host / "menu.lst").write_text(menu)
+        cmds = [["mkdir-p", a.grub_dir], ["rm-f", a.menu_path], ["upload", str(host / "menu.lst"), a.menu_path],
+                ["chown", "0", "0", a.menu_path], ["chmod", "0644", a.menu_path]]
+        if a.separate_boot and "boot" not in a.top_names:
+            cmds.append(["ln-s", ".", "/boot"])
+            changes.append(f"{a.boot.grub_device}: boot -> . (so /boot/grub/menu.lst resolves on the separate "
+                           "/boot, where PV-GRUB 1.03 looks)")
+        with Disk(work) as disk:
+            fs = xfs.mount(Volume(disk, 0, disk.size, None, a.boot.grub_device), arch=a.profile.arch)
+            assert fs is not None
+            reader = _XfsReader(fs)
+            for i, k in enumerate(a.usable):
+                for path in (k.kernel, k.initrd):
+                    if path is None:
+                        continue
+                    try:
+                        sparse = fs.open(path).sparse
+                    except GrubError:
+                        sparse = True
+                    if sparse:
+                        dense = host / f"file{i}-{len(cmds)}"
+                        dense.write_bytes(reader.cat(path, MAX_KERNEL))
+                        cmds.append(["upload", str(dense), path])
+                        changes.append(f"{a.boot.grub_device}{path} rewritten without holes (GRUB's xfs driver "
+                                       "misreads them)")
+        argv: list[str] = ["guestfish", "--format=raw", "-a", str(work), "--", "run", ":", "mount", "/dev/sda", "/"]
+        for c in cmds:
+            argv += [":", *c]
+        argv += [":", "umount-all", ":", "sync"]
+        run(argv, log=log, env=env)
+    finally:
+        shutil.rmtree(host, ignore_errors=True)
+    verb = "replaced" if a.grub_names and "menu.lst" in a.grub_names else "written"
+    n = len(a.usable)
+    changes.append(f"{a.boot.grub_device}{a.menu_path} {verb} ({n} kernel entr{'y' if n == 1 else 'ies'}, "
+                   "through libguestfs)")
+    run(["xfs_repair", "-n", work], log=log, env=env, quiet=True)
     return changes
 
 
@@ -758,14 +887,15 @@ def convert(image: Path, opts: MenuOptions, *, output: Path | None = None, in_pl
                 copy_range(image, edited, 0, size, 0)
         boot = a.boot
         whole = boot.start == 0 and a.scheme == "none"
+        edit = _edit_xfs if a.superblock is None else _edit_ext
         if whole:
-            changes = _edit_ext(edited, a, menu, log, epoch)
+            changes = edit(edited, a, menu, log, epoch)
         else:
             part = work_dir / "boot.fs"
             with open(part, "wb") as f:
                 f.truncate(boot.length)
             copy_range(edited, part, boot.start, boot.length, 0)
-            changes = _edit_ext(part, a, menu, log, epoch)
+            changes = edit(part, a, menu, log, epoch)
             copy_range(part, edited, 0, boot.length, boot.start, holes=True)
             part.unlink()
         if not in_place:
