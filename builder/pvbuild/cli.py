@@ -454,6 +454,7 @@ def cmd_aki(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from pvbuild.distros import FAMILIES
     from pvbuild.plan import load_plan
 
     plan = load_plan(args.recipe)
@@ -465,7 +466,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     out = [f"recipe:   {plan.recipe}",
            f"image:    {plan.output.directory}/{plan.output.image_name} ({plan.disk.size_bytes // 2**20} MiB, "
            f"table {plan.disk.table})",
-           f"distro:   Debian {d.version} ({d.release}) {d.deb_arch} from {d.mirror} via {d.backend} {d.variant}",
+           f"distro:   {FAMILIES[d.family].title} {d.version} ({d.release}) {d.deb_arch} from {d.mirror} via "
+           f"{d.backend} {d.variant}".rstrip(),
            f"packages: {' '.join(d.packages)}",
            f"kernel:   {plan.kernel.package}, cmdline: {plan.kernel.cmdline}",
            f"initrd:   {plan.initrd.tool}, modules {', '.join(plan.initrd.modules)}, {plan.initrd.compression}",

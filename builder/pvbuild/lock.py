@@ -320,6 +320,9 @@ def lock_recipe(plan: Plan, *, refresh: bool = False, rootfs_cache: Path | None 
     from pvbuild.build.run import Log
     from pvbuild.build.workspace import sigterm_as_interrupt, work_dir
 
+    if not plan.distro.mirror or plan.distro.backend != "mmdebstrap":
+        raise LockError(f"{plan.recipe}: `pvbuild lock` pins apt archives bootstrapped with mmdebstrap; this recipe "
+                        f"uses {plan.distro.family} with {plan.distro.backend}, which it cannot lock")
     preflight(plan)
     log = log or Log()
     with sigterm_as_interrupt(), work_dir() as work:
