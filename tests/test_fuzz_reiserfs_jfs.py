@@ -27,7 +27,7 @@ PATHS = ("/boot/grub/menu.lst", "/boot/vmlinuz", "/small.txt", "/tail.bin", "/bi
          "/dirlink/d2/d3")
 READ_WINDOW = 64 * 1024
 STEPS = 50_000
-FUZZ = settings(deadline=2000, max_examples=80, derandomize=True,
+FUZZ = settings(deadline=2000, max_examples=50, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 

@@ -668,11 +668,6 @@ def mount(vol: Volume, *, arch: str = "x86_64") -> ReiserFilesystem | None:
     return ReiserFilesystem(vol, sb, run, arch)
 
 
-def _label(raw: bytes) -> str | None:
-    name = raw.split(b"\0", 1)[0]
-    return name.decode("utf-8", "replace") if name else None
-
-
 class ReiserFile(File):
     """A file reiserfs_dir found: GRUB's state right after the lookup, read through reiserfs_read."""
 
@@ -718,17 +713,15 @@ class ReiserFilesystem(Filesystem):
         self.arch = arch
         self._mounted = run
         self.step_limit = STEP_LIMIT  # GRUB steps per open or read before the emulator calls it a hang
-        raw = sb.raw
-        magic = raw[52:62].split(b"\0", 1)[0]
-        fmt = {b"ReIsErFs": "3.5", b"ReIsEr2Fs": "3.6", b"ReIsEr3Fs": "JR"}.get(magic, "3.5")
-        uuid = raw[84:100] if len(raw) >= 100 else b""
-        ident_uuid = None
-        if any(uuid):
-            h = uuid.hex()
-            ident_uuid = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-        label = _label(raw[100:116]) if len(raw) >= 116 and fmt != "3.5" else None
-        self.format = fmt
-        self.identity = FsIdentity("reiserfs", ident_uuid, label, (fmt, f"blocksize={run.blocksize}"))
+        magic = sb.raw[52:62].split(b"\0", 1)[0]
+        self.format = {b"ReIsErFs": "3.5", b"ReIsEr2Fs": "3.6", b"ReIsEr3Fs": "JR"}.get(magic, "3.5")
+        from pvbuild.pvgrub.fs import probe
+
+        ident = probe.identify(vol)  # blkid's view (UUID, label) for root=UUID=/LABEL=
+        if ident is None or ident.fstype != "reiserfs":
+            ident = FsIdentity("reiserfs")
+        self.identity = FsIdentity("reiserfs", ident.uuid, ident.label,
+                                   (self.format, f"blocksize={run.blocksize}"))
 
     @property
     def tree_depth(self) -> int:
