@@ -31,8 +31,10 @@ def blob(seed: str, size: int) -> bytes:
     return bytes(out[:size])
 
 
-def tree(boot: Tree) -> Tree:
+def tree(boot: Tree, fstype: str = "") -> Tree:
     t: Tree = dict(boot)
+    if fstype == "jfs":  # the longest target Linux allows (ReiserFS refuses it): past JFS GRUB's 4094 bytes
+        t["/link4095"] = Symlink("./" * 2043 + "small.txt")
     t.update({
         "/big.bin": blob("big", 3 * 1024 * 1024 + 123),
         "/tail.bin": blob("tail", 10000),
@@ -46,6 +48,9 @@ def tree(boot: Tree) -> Tree:
         "/d1/up": Symlink("../tail.bin"),
         "/loop1": Symlink("/loop2"),
         "/loop2": Symlink("/loop1"),
+        "/link149": Symlink("./" * 70 + "small.txt"),  # 149 bytes: JFS keeps it in the inode and its EA area
+        "/link1029": Symlink("./" * 510 + "small.txt"),  # past ReiserFS GRUB's 1024-byte link buffer
+
         "/boot/vmlinuz": Symlink(boot_kernel_name(boot)),
     })
     for i in range(MANY):
@@ -68,7 +73,7 @@ def need_appliance(tool: str) -> None:
 
 def image(fstype: str, boot: Tree, options: tuple[str, ...] = ()) -> Path:
     need_appliance("mkfs.reiserfs" if fstype == "reiserfs" else "mkfs.jfs")
-    return whole_fs_image(tree(boot), fstype=fstype, options=options, size_mb=64, label="rootfs")
+    return whole_fs_image(tree(boot, fstype), fstype=fstype, options=options, size_mb=64, label="rootfs")
 
 
 SPARSE_BLOCKS = 300  # data blocks of /sparse.bin, one every other 4 KiB block (a hole after each)

@@ -177,3 +177,20 @@ def test_holes_and_the_second_xtree_leaf() -> None:
     lost = 508 * 4096
     assert got[lost:lost + 4096] == bytes(4096) != want[lost:lost + 4096]
     assert got[:lost] == want[:lost] and got[lost + 4096:] == want[lost + 4096:]
+
+
+def test_long_symlinks() -> None:
+    """:296-306. Linux keeps a symlink of up to 255 bytes in the inode, spilling into the inline EA area and then
+    clearing INLINEEA when it is longer than 127 bytes (fs/jfs/namei.c jfs_symlink). GRUB takes only INLINEEA set
+    to mean "up to 255 bytes inline", so it reads such a 149-byte link with jfs_read as if the inode held an
+    xtree: the root header Linux left there says "leaf, no entries", the link text is taken for an extent far
+    beyond the file, nothing is read and the target is empty. The lookup goes on with the rest of the path ("")
+    from the root (linkbuf[0] is stack garbage, but the link is in the root, so both branches agree): the root is
+    a directory, not a file: Error 2 where Linux opens /small.txt. A 1029-byte target lives in a data block and
+    is followed; the longest target Linux allows (4095 bytes) is Error 14."""
+    fs = mounted()
+    e = grub_error(fs, "/link149")
+    assert (e.number, e.code) == (Err.BAD_FILETYPE, "bad-file-type"), e
+    assert read(fs, "/link1029") == tree(boot_files())["/small.txt"]
+    e = grub_error(fs, "/link4095")
+    assert (e.number, e.code) == (Err.FILELENGTH, "fs-symlink-too-long"), e

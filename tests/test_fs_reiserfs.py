@@ -227,3 +227,12 @@ def test_holes_read_block_zero_of_the_partition() -> None:
     assert fs2 is not None
     got = read(fs2, "/sparse.bin")
     assert got[4096:8192] == b"B" * 4096 and got[0:4096] == want[0:4096] and got[8192:12288] == want[8192:12288]
+
+
+def test_long_symlinks() -> None:
+    """:1044-1056: the target is read into the 1024-byte linkbuf after the rest of the path, so a 149-byte target
+    is followed (it is read through reiserfs_read like a file's body) and a 1029-byte one is Error 14."""
+    fs = mounted(img("3.6"))
+    assert read(fs, "/link149") == tree(boot_files())["/small.txt"]
+    e = grub_error(fs, "/link1029")
+    assert (e.number, e.code) == (Err.FILELENGTH, "fs-symlink-too-long"), e

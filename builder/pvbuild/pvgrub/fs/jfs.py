@@ -26,7 +26,12 @@ An emulator, not a JFS reader: line numbers ("fsys_jfs.c:273") refer to the refe
   Names longer than 11 characters continue in dtslots (15 each). Symlinks: at most MAX_LINK_COUNT = 8 (9th:
   Error 26); fast symlinks (size < 128, or < 256 with INLINEEA) from the inode, others read with jfs_read up to
   4094 bytes (longer: Error 14); absolute targets restart at the root inode 2, relative ones in the directory
-  holding the link. The rest of the path is appended to the target in the same 4 KiB buffer byte by byte, so a
+  holding the link. Linux keeps targets of up to 255 bytes in the inode but clears INLINEEA once they spill
+  into the inline EA area (128 bytes or more), so GRUB reads those with jfs_read as if the inode held an xtree:
+  the xtree header Linux left there says "leaf, no entries" and the text is taken for an extent beyond the file,
+  nothing is read, the target is empty (plus the rest of the path), and the lookup goes on from a directory
+  chosen by uninitialised stack (the root, when the link is in the root: then Error 2 or whatever the rest of
+  the path names). The rest of the path is appended to the target in the same 4 KiB buffer byte by byte, so a
   second symlink whose target is longer than the consumed part of the path overwrites the rest first (as GRUB).
   An empty path component (a trailing "/") matches nothing: Error 15.
 
@@ -437,7 +442,12 @@ class _Run:
                     self.dev.fail(Err.FILELENGTH, f"symlink inode {inum} is {di_size} bytes, longer than GRUB's "
                                                   f"{JFS_PATH_MAX - 1}-byte link buffer", code="fs-symlink-too-long")
                     return False
-                inum = ROOT_I if linkbuf.get(0) == 0x2F else parent_inum
+                if linkbuf.known[0]:
+                    inum = ROOT_I if linkbuf.get(0) == 0x2F else parent_inum
+                elif parent_inum == ROOT_I:
+                    inum = ROOT_I  # linkbuf[0] is stack garbage (jfs_read read nothing), but both choices agree
+                else:
+                    linkbuf.get(0)  # raises Undefined: which directory GRUB continues in depends on garbage
                 while n < JFS_PATH_MAX - 1:  # l.309: while (n < ... && (linkbuf[n++] = *dirname++));
                     self.step()
                     c = name.get(pos)
