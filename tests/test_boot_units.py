@@ -268,3 +268,17 @@ def test_missing_qemu_is_exit_3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))
     assert main(["boot", str(image)]) == 3
     assert "apt-get install qemu-system-x86" in capsys.readouterr().err
+
+
+def test_console_log_falls_back_to_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pvbuild.boot.run import _save_console, console_log_path
+    from pvbuild.build.run import Log
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    ok = tmp_path / "img.raw"
+    assert _save_console(ok, "x\n", Log()) == console_log_path(ok)
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    saved = _save_console(not_a_dir / "img.raw", "y\n", Log())
+    assert saved == tmp_path / "cache" / "pvbuild" / "logs" / "img.raw.boot-console.log"
+    assert saved.read_text() == "y\n" and not list(saved.parent.glob(".*tmp*"))

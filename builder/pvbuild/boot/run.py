@@ -17,6 +17,7 @@ init that is not systemd, leave the guest unproven even when it boots.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -31,7 +32,7 @@ from pvbuild.boot.accel import decide_accel
 from pvbuild.build.errors import ToolMissing
 from pvbuild.build.run import Log, which
 from pvbuild.build.workspace import sigterm_as_interrupt, work_dir
-from pvbuild.errors import UsageError
+from pvbuild.errors import EnvironmentProblem, UsageError
 
 GUEST_ID = "1"
 RUNNER_MARGIN_S = 120.0  # injection, xl create and the runner's own grace, on top of the guest timeout
@@ -132,16 +133,24 @@ def console_log_path(image: Path) -> Path:
     return image.with_name(image.name + ".boot-console.log")
 
 
-def _save_console(image: Path, text: str) -> Path:
-    """The guest console log next to the image, written under a temporary name and renamed."""
-    dest = console_log_path(image)
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dest
+def _save_console(image: Path, text: str, log: Log) -> Path:
+    """The guest console log next to the image (in pvbuild's cache when that folder is read-only), written under
+    a temporary name and renamed."""
+    from pvbuild.build.rootfs import user_cache_dir
+
+    for dest in (console_log_path(image), user_cache_dir() / "logs" / console_log_path(image).name):
+        tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(text)
+            os.replace(tmp, dest)
+            return dest
+        except OSError as e:
+            log.warn(f"cannot write the console log {dest}: {e.strerror or e}")
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+    raise EnvironmentProblem("cannot write the guest console log next to the image nor in pvbuild's cache")
 
 
 def boot_image(image: Path, *, variant: str = "hd0", arch: str = "x86_64", timeout: float = 300.0,
@@ -192,7 +201,7 @@ def _boot_image(image: Path, variant: str, timeout: float, log: Log, cache: Path
         dom0["start"] = "restored" if restored else "cold"
         tr = console.split_transcript(lines, GUEST_ID)
     outcome = console.analyse(tr, timeout)
-    saved = _save_console(image, console.render_console(tr))
+    saved = _save_console(image, console.render_console(tr), log)
     return BootResult(str(image), variant, chosen, outcome, str(saved), dom0, time.monotonic() - t0)
 
 
