@@ -82,7 +82,7 @@ DTTYPE_INLINE, DTTYPE_PAGE = 0, 1
 # fsys_jfs.c:49-53: where the driver keeps its buffers in FSYS_BUF
 XTPAGE, DTPAGE, FILESET, INODE = 0, 4096, 8192, 8192 + DISIZE
 BTROOT = 224  # offsetof(dinode_t, di_btroot): 128-byte base area + 96-byte dir table / _u1
-STEP_LIMIT = 2_000_000
+STEP_LIMIT = 1_000_000
 
 
 def _show(name: bytes) -> str:

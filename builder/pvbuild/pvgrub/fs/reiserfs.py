@@ -81,7 +81,7 @@ MIN_BLOCKSIZE, MAX_BLOCKSIZE = SECTOR, CACHE_SIZE // 3  # l.295-296
 # sizeof(struct fsys_reiser_info) (l.306-339): two pointers, then 8+12 bytes of u32, 10 of u16/u8, 2x7 u32.
 INFO_SIZE = {"x86_64": 104, "i386": 96}
 S_IFMT, S_IFDIR, S_IFREG, S_IFLNK = 0o170000, 0o040000, 0o100000, 0o120000
-STEP_LIMIT = 2_000_000
+STEP_LIMIT = 1_000_000
 
 
 def _show(name: bytes) -> str:
