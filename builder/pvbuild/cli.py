@@ -20,6 +20,17 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(EXIT_USAGE)
 
 
+def _s3_flags(p: argparse.ArgumentParser) -> None:
+    """S3 backing for `register` and `packer --register`: the bucket and what the bundle is made with."""
+    p.add_argument("--s3-bucket", default=None, help="register S3-backed AMIs from a bundle in this bucket "
+                                                     "({region} is replaced by each region)")
+    p.add_argument("--s3-prefix", default="")
+    p.add_argument("-u", "--user", default=None, help="S3 backing: your 12-digit AWS account number")
+    p.add_argument("-c", "--cert", default=None, help="S3 backing: your X.509 certificate (PEM)")
+    p.add_argument("-k", "--privatekey", default=None, help="S3 backing: your private key (PEM)")
+    p.add_argument("--ec2cert", default=None, help="S3 backing: EC2's certificate (default: pvbuild's, per region)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="pvbuild", description="Build, prove and ship Linux images that boot through PV-GRUB.")
     p.add_argument("--version", action="version", version=f"pvbuild {__version__}")
@@ -163,13 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--volume-size", type=int, default=None, help="root volume GiB (default: the image's size)")
     r.add_argument("--volume-type", default="gp2")
     r.add_argument("--keep-volume", action="store_true", help="keep the root volume when the instance ends")
-    r.add_argument("--s3-bucket", default=None, help="register an S3-backed AMI from a bundle in this bucket "
-                                                     "({region} is replaced by each region)")
-    r.add_argument("--s3-prefix", default="")
-    r.add_argument("-u", "--user", default=None, help="S3 backing: your 12-digit AWS account number")
-    r.add_argument("-c", "--cert", default=None, help="S3 backing: your X.509 certificate (PEM)")
-    r.add_argument("-k", "--privatekey", default=None, help="S3 backing: your private key (PEM)")
-    r.add_argument("--ec2cert", default=None, help="S3 backing: EC2's certificate (default: pvbuild's, per region)")
+    _s3_flags(r)
     r.add_argument("--json", action="store_true")
     ins = sub.add_parser("instance", help="instance operations").add_subparsers(
         dest="instance_command", metavar="ACTION", parser_class=_Parser, required=True)
@@ -216,13 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
     pk.add_argument("--replace", action="store_true", help="deregister an AMI of the same name first")
     pk.add_argument("--table", action="store_true", help="pick AKIs from pvbuild's table only")
-    pk.add_argument("--s3-bucket", default=None, help="register S3-backed AMIs from a bundle in this bucket "
-                                                      "({region} is replaced by each region)")
-    pk.add_argument("--s3-prefix", default="")
-    pk.add_argument("-u", "--user", default=None, help="S3 backing: your 12-digit AWS account number")
-    pk.add_argument("-c", "--cert", default=None, help="S3 backing: your X.509 certificate (PEM)")
-    pk.add_argument("-k", "--privatekey", default=None, help="S3 backing: your private key (PEM)")
-    pk.add_argument("--ec2cert", default=None, help="S3 backing: EC2's certificate (default: pvbuild's, per region)")
+    _s3_flags(pk)
     pk.add_argument("--json", action="store_true", help="print the manifest entry as JSON")
     pk.add_argument("-v", "--verbose", action="store_true", help="show the commands run")
     return p
@@ -272,20 +271,28 @@ def _print_registered(registered: list[Any], as_json: bool) -> None:
             sys.stderr.write(f"pvbuild: {r.region}: {note}\n")
 
 
+def _s3_settings(args: argparse.Namespace) -> Any:
+    """`--s3-bucket` with the bundle's credentials (register, packer): an S3Settings, or None for EBS backing."""
+    from pathlib import Path
+
+    from pvbuild.aws.register import S3Settings
+
+    if not args.s3_bucket:
+        return None
+    missing = [flag for flag, v in (("-u/--user", args.user), ("-c/--cert", args.cert),
+                                    ("-k/--privatekey", args.privatekey)) if not v]
+    if missing:
+        raise PvbuildError(f"--s3-bucket needs {', '.join(missing)} to make the bundle")
+    return S3Settings(bucket=args.s3_bucket, user=args.user, cert=Path(args.cert), private_key=Path(args.privatekey),
+                      prefix=args.s3_prefix, ec2_cert=Path(args.ec2cert) if args.ec2cert else None)
+
+
 def cmd_register(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from pvbuild.aws.register import EbsSettings, Request, S3Settings, register
+    from pvbuild.aws.register import EbsSettings, Request, register
 
-    s3 = None
-    if args.s3_bucket:
-        missing = [flag for flag, v in (("-u/--user", args.user), ("-c/--cert", args.cert),
-                                        ("-k/--privatekey", args.privatekey)) if not v]
-        if missing:
-            raise PvbuildError(f"--s3-bucket needs {', '.join(missing)} to make the bundle")
-        s3 = S3Settings(bucket=args.s3_bucket, user=args.user, cert=Path(args.cert),
-                        private_key=Path(args.privatekey), prefix=args.s3_prefix,
-                        ec2_cert=Path(args.ec2cert) if args.ec2cert else None)
+    s3 = _s3_settings(args)
     req = Request(image=Path(args.image), name=args.name, regions=args.regions, arch=args.arch,
                   variant=args.variant, pvgrub_version=args.pvgrub, backing="s3" if s3 else "ebs",
                   description=args.description, tags=_tags(args.tag), root_device=args.root_device,
@@ -646,19 +653,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_packer(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from pvbuild.aws.register import S3Settings
     from pvbuild.build.run import Log
     from pvbuild.packer import PackerRequest, run_post_processor
 
-    s3 = None
-    if args.s3_bucket:
-        missing = [flag for flag, v in (("-u/--user", args.user), ("-c/--cert", args.cert),
-                                        ("-k/--privatekey", args.privatekey)) if not v]
-        if missing:
-            raise PvbuildError(f"--s3-bucket needs {', '.join(missing)} to make the bundle")
-        s3 = S3Settings(bucket=args.s3_bucket, user=args.user, cert=Path(args.cert),
-                        private_key=Path(args.privatekey), prefix=args.s3_prefix,
-                        ec2_cert=Path(args.ec2cert) if args.ec2cert else None)
+    s3 = _s3_settings(args)
     req = PackerRequest(manifest=Path(args.manifest),
                         output_manifest=Path(args.output_manifest) if args.output_manifest else None,
                         build_name=args.build_name, run_uuid=args.run_uuid,
