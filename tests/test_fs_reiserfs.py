@@ -124,45 +124,94 @@ def test_check_image_boots(fmt: str) -> None:
     assert r["kernel"]["path"].startswith("/boot/vmlinuz")
 
 
-def test_journal_transactions_are_replayed() -> None:
-    """journal_init (:480-572) + block_read (:403-469): a valid transaction after the last flushed one maps its
-    blocks to their journal copies, so GRUB reads the journal's version of a leaf."""
-    path = img("3.6")
-    data = bytearray(path.read_bytes())
-    bs = 4096
-    sb = 65536
+def _journal_image(transactions: list[dict[int, bytes]]) -> bytes:
+    """The 3.6 image with valid, unflushed journal transactions after the last flushed one: each maps block
+    numbers to the given contents, in block-number order."""
+    data = bytearray(img("3.6").read_bytes())
+    bs, sb = 4096, 65536
     jblock = int.from_bytes(data[sb + 12:sb + 16], "little")
     jsize = int.from_bytes(data[sb + 20:sb + 24], "little")
     header = (jblock + jsize) * bs
     last_flush = int.from_bytes(data[header:header + 4], "little")
-    first = int.from_bytes(data[header + 4:header + 8], "little")
+    desc_at = int.from_bytes(data[header + 4:header + 8], "little")
     mount_id = int.from_bytes(data[header + 8:header + 12], "little")
-    needle = b"small file in a direct item"
-    at = data.find(needle)
+
+    def put(journal_index: int, block: bytes) -> None:
+        off = (jblock + journal_index % jsize) * bs
+        data[off:off + bs] = block
+
+    for k, blocks in enumerate(transactions):
+        j_len = len(blocks)
+        real = sorted(blocks)
+        desc = bytearray(bs)
+        desc[0:12] = ((last_flush + 1 + k).to_bytes(4, "little") + j_len.to_bytes(4, "little")
+                      + mount_id.to_bytes(4, "little"))
+        for i, blk in enumerate(real):
+            desc[12 + 4 * i:16 + 4 * i] = blk.to_bytes(4, "little")
+            put(desc_at + 1 + i, blocks[blk])
+        desc[4084:4092] = b"ReIsErLB"
+        commit = bytearray(bs)
+        commit[0:8] = desc[0:8]
+        put(desc_at, bytes(desc))
+        put(desc_at + 1 + j_len, bytes(commit))
+        desc_at += 2 + j_len
+    return bytes(data)
+
+
+def _small_leaf(data: bytes) -> tuple[int, int]:
+    """(leaf block, offset of the direct item's text in it) outside the journal."""
+    bs, sb = 4096, 65536
+    jblock = int.from_bytes(data[sb + 12:sb + 16], "little")
+    jsize = int.from_bytes(data[sb + 20:sb + 24], "little")
+    at = data.find(b"small file in a direct item")
     while jblock <= at // bs <= jblock + jsize:  # skip the journal's old copies of the leaf
-        at = data.find(needle, at + 1)
-    leaf = at // bs
-    assert int.from_bytes(data[leaf * bs:leaf * bs + 2], "little") == 1  # a leaf holds the tail
-    copy = bytearray(data[leaf * bs:(leaf + 1) * bs])
-    copy[at % bs:at % bs + 5] = b"SMALL"
-    desc = bytearray(bs)
-    desc[0:4] = (last_flush + 1).to_bytes(4, "little")
-    desc[4:8] = (1).to_bytes(4, "little")
-    desc[8:12] = mount_id.to_bytes(4, "little")
-    desc[12:16] = leaf.to_bytes(4, "little")
-    desc[4084:4092] = b"ReIsErLB"
-    commit = bytearray(bs)
-    commit[0:8] = desc[0:8]
-    base = jblock * bs
-    for k, blk in enumerate((desc, copy, commit)):
-        off = base + ((first + k) % jsize) * bs
-        data[off:off + bs] = blk
-    vol = Volume(MemoryDisk(bytes(data)), 0, len(data))
-    fs = reiserfs.mount(vol)
+        at = data.find(b"small file in a direct item", at + 1)
+    assert int.from_bytes(data[at // bs * bs:at // bs * bs + 2], "little") == 1  # a leaf
+    return at // bs, at % bs
+
+
+def _patched_leaf(data: bytes, text: bytes) -> tuple[int, bytes]:
+    leaf, off = _small_leaf(data)
+    copy = bytearray(data[leaf * 4096:(leaf + 1) * 4096])
+    copy[off:off + len(text)] = text
+    return leaf, bytes(copy)
+
+
+def test_journal_transactions_are_replayed() -> None:
+    """journal_init (:480-572) + block_read (:403-469): a valid transaction after the last flushed one maps its
+    blocks to their journal copies, so GRUB reads the journal's version of a leaf."""
+    base = img("3.6").read_bytes()
+    leaf, copy = _patched_leaf(base, b"SMALL")
+    data = _journal_image([{leaf: copy}])
+    fs = reiserfs.mount(Volume(MemoryDisk(data), 0, len(data)))
     assert fs is not None and fs.journal_transactions == 1
     assert "reiserfs-journal-replayed" in [f.code for f in fs.findings()]
     assert read(fs, "/small.txt").startswith(b"SMALL file")
-    assert read(mounted(path), "/small.txt").startswith(b"small file")
+    assert read(mounted(img("3.6")), "/small.txt").startswith(b"small file")
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "i386"])
+def test_journal_cache_overflow_reads_descriptors_from_disk(arch: str) -> None:
+    """Three transactions of 1000 blocks: the first two fill JOURNAL_START..JOURNAL_END (8 KiB less INFO, 2022
+    words on x86_64, 2024 on i386: :526-534), the third gets the end marker and block_read finds its blocks by
+    reading its descriptor from disk (:427-453). Later transactions win: the leaf copy in the third is read."""
+    base = img("3.6").read_bytes()
+    leaf, first = _patched_leaf(base, b"AAAAA")
+    _, last = _patched_leaf(base, b"SMALL")
+    filler = bytes(4096)
+
+    def txn(k: int, mapped: bytes | None) -> dict[int, bytes]:
+        out = {100000 + 1000 * k + i: filler for i in range(1000 if mapped is None else 999)}
+        if mapped is not None:
+            out[leaf] = mapped
+        return out
+
+    data = _journal_image([txn(0, first), txn(1, None), txn(2, last)])
+    fs = reiserfs.mount(Volume(MemoryDisk(data), 0, len(data)), arch=arch)
+    assert fs is not None and fs.journal_transactions == 3
+    run = fs._mounted
+    assert run.journal_table[-1] == 0xFFFFFFFF and len(run.journal_table) == 2 * 1001 + 1
+    assert read(fs, "/small.txt").startswith(b"SMALL file")
 
 
 @pytest.mark.parametrize("name", ["reiserfs-3.6", "reiserfs-3.5", "reiserfs-jr"])
