@@ -147,12 +147,8 @@ class FileLayer:
         elif outcome.driver in (probe.GrubDriver.REISERFS, probe.GrubDriver.JFS):
             fs = (reiserfs.mount(vol, arch=self.profile.arch) if outcome.driver == probe.GrubDriver.REISERFS
                   else jfs.mount(vol))
-            if fs is None:
-                # Only the journal replay (which the probe's mount check does not model) can make reiserfs_mount
-                # refuse a volume the probe accepted; GRUB would then try the drivers after it.
-                raise EmulatorLimit(f"{vol.name}: the {outcome.driver} mount refused this volume after its journal "
-                                    "was replayed; the drivers after it in GRUB's order are not tried by the "
-                                    "emulator")
+            if fs is None:  # not reached: the probe runs these same mount functions
+                raise EmulatorLimit(f"{vol.name}: the {outcome.driver} mount refused a volume the probe accepted")
         elif outcome.driver is not None:
             raise EmulatorLimit(f"{vol.name} holds a filesystem PV-GRUB reads with its {outcome.driver} driver, "
                                 "which pvbuild's emulator does not implement yet: the verdict past this point is "

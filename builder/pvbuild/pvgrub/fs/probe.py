@@ -239,9 +239,18 @@ def _minix_mount(p: _Probe) -> bool:
 _REISER_MAGICS = (b"ReIsEr3Fs", b"ReIsEr2Fs", b"ReIsErFs")
 
 
-def _reiserfs_mount(p: _Probe) -> bool:
-    """fsys_reiserfs.c:576 reiserfs_mount (superblock at 64 KiB, else the 3.5 position at 8 KiB; the journal
-    replay GRUB would apply to the superblock and root block is not modelled)."""
+def _reiserfs_mount(p: _Probe, arch: str) -> bool:
+    """fsys_reiserfs.c:576 reiserfs_mount (superblock at 64 KiB, else the 3.5 position at 8 KiB), run by the
+    ReiserFS reader itself (fs/reiserfs.py grub_mount: journal replay, the root block read into FSYS_BUF) unless
+    an earlier driver left errnum set; then every read fails, as below."""
+    if not p.errnum:
+        from pvbuild.pvgrub.fs import reiserfs
+
+        run, _, ok = reiserfs.grub_mount(p.vol, bytes(p.fsys_buf), arch)
+        if run.errnum:
+            p.errnum, p.detail = run.errnum, run.dev.detail
+        p.fsys_buf[:reiserfs.CACHE_SIZE] = run.mem[:reiserfs.CACHE_SIZE]
+        return ok
     size = 204  # sizeof(struct reiserfs_super_block)
     superblock = 65536 // SECTOR
     sb = None
@@ -359,7 +368,7 @@ def _run_sequence(vol: Volume, upto: GrubDriver | None, arch: str) -> tuple[Prob
         GrubDriver.FAT: lambda: _fat_mount(p),
         GrubDriver.EXT2FS: lambda: _ext2fs_mount(p),
         GrubDriver.MINIX: lambda: _minix_mount(p),
-        GrubDriver.REISERFS: lambda: _reiserfs_mount(p),
+        GrubDriver.REISERFS: lambda: _reiserfs_mount(p, arch),
         GrubDriver.VSTAFS: lambda: _vstafs_mount(p, arch),
         GrubDriver.JFS: lambda: _jfs_mount(p),
         GrubDriver.XFS: lambda: _xfs_mount(p, arch),
@@ -402,7 +411,8 @@ def fsys_buf_after_probe(vol: Volume, upto: str, *, arch: str = "x86_64") -> byt
 
     ext2fs_mount reads the ext2 superblock position (bytes 1024-2047) into FSYS_BUF, minix_mount 24 bytes of
     it, vstafs_mount sector 0: whenever their partition-type test lets them (fat_mount writes only at
-    FSYS_BUF+32256, reiserfs/jfs only after their magic matched).
+    FSYS_BUF+32256; reiserfs its root block (and a copy as the leaf) once its superblock checks passed, jfs only
+    after its magic matched).
     """
     _, p = _run_sequence(vol, GrubDriver(upto), arch)
     return p.fsys_buf

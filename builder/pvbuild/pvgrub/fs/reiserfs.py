@@ -52,7 +52,7 @@ from pvbuild.pvgrub.findings import Finding, info
 from pvbuild.pvgrub.fs.base import File, Filesystem, FsIdentity
 from pvbuild.pvgrub.fs.grubmem import FSYS_BUFLEN, M32, DevRead, Hang, Undefined, i32, isspace, substring
 
-__all__ = ["ReiserFile", "ReiserFilesystem", "mount"]
+__all__ = ["ReiserFile", "ReiserFilesystem", "grub_mount", "mount"]
 
 # --- fsys_reiserfs.c constants ---
 SUPER_SIZE = 204  # sizeof(struct reiserfs_super_block), l.53-75 (202 bytes padded to 4)
@@ -596,9 +596,10 @@ class _Run:
             dir_id, objectid = found
 
 
-def _grub_mount(vol: Volume, fsys_buf: bytes, arch: str) -> tuple[_Run, _Super | None, bool]:
+def grub_mount(vol: Volume, fsys_buf: bytes, arch: str = "x86_64") -> tuple[_Run, _Super | None, bool]:
     """reiserfs_mount (l.576-672): (the driver state, the superblock GRUB used, whether it returned 1).
-    When it returned 0, run.errnum tells whether a read failed (GRUB keeps that errnum)."""
+    When it returned 0, run.errnum tells whether a read failed (GRUB keeps that errnum). `fsys_buf` is FSYS_BUF as
+    the mount functions before it left it; run.mem is FSYS_BUF afterwards (its first 24 KiB)."""
     run = _Run(vol, fsys_buf, arch)
     part_length = vol.length // SECTOR
     superblock = REISERFS_DISK_OFFSET_IN_BYTES // SECTOR
@@ -660,7 +661,7 @@ def mount(vol: Volume, *, arch: str = "x86_64") -> ReiserFilesystem | None:
     from pvbuild.pvgrub.fs import probe
 
     buf = bytes(probe.fsys_buf_after_probe(vol, "reiserfs", arch=arch))
-    run, sb, ok = _grub_mount(vol, buf, arch)
+    run, sb, ok = grub_mount(vol, buf, arch)
     if run.errnum:
         raise GrubError(run.errnum, f"{vol.name}: reiserfs mount: {run.dev.detail}", code="fs-corrupt")
     if not ok or sb is None:
