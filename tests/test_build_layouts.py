@@ -335,36 +335,48 @@ def test_lvm_rebuild_is_byte_identical(lvm_built: tuple[Plan, BuiltImage], area:
 
 @pytest.mark.slow
 def test_lvm_image_boots_with_pvbuild_boot(lvm_built: tuple[Plan, BuiltImage]) -> None:
-    """A real Xen PV boot (`pvbuild boot`, hd00): GRUB reads /boot, the initrd activates the VG, systemd runs."""
+    """A real Xen PV boot (`pvbuild boot`, hd00): GRUB reads the plain /boot, the initrd activates the VG, the kernel
+    mounts the LV as root, the image's systemd runs from it (and, given time, mounts /boot and starts getty).
+
+    `pvbuild boot` proves userspace with a probe its dom0 drops into the root filesystem; its dom0 mounts partitions
+    only (it never activates LVM), so on this image its report says "userspace not proven" and names the LVM2
+    partition. The console transcript proves it instead: the image's own systemd remounts the LV read-write.
+    Seen on this host (TCG): the login prompt 220 s after start; once, on a busier host, emergency mode because udevd
+    started after /boot's 90 s device timeout."""
     from pvbuild.boot.run import boot_image, prepare
 
     cache = cache_root() / "boot"
     cache.mkdir(parents=True, exist_ok=True)
     prepare(Log(cache / "prepare.log"), cache=cache)
-    b = lvm_built[1]
+    plan, b = lvm_built
     result = boot_image(b.image, variant="hd00", timeout=300.0, log=Log(b.image.with_suffix(".boot.log")),
                         cache=cache)
     report = result.to_json()
+    log = Path(report["console_log"]).read_text(errors="replace") if report.get("console_log") else ""
+    keep = os.environ.get("PVBUILD_TEST_KEEP_CONSOLE")
+    if keep:
+        Path(keep).write_text(log)
     assert report["kernel_version"] is not None, report["failure"]
     assert "root=/dev/mapper/pvvg-rootlv" in report["cmdline"]
-    assert report["reached_userspace"], report["failure"]
+    assert report["milestones"]["root_mounted_s"] is not None, report
+    assert "EXT4-fs (dm-0): mounted filesystem" in log, log[-3000:]  # the LV, activated by the initrd
+    # userspace on the LV: the image's systemd started and remounted its root read-write (systemd-remount-fs)
+    assert "Welcome to Debian" in log and "EXT4-fs (dm-0): re-mounted" in log, log[-3000:]
+    if f"{plan.hostname} login:" in log:  # getty; under TCG on a busy host udevd can start so late that
+        assert "EXT4-fs (xvda1): mounted filesystem" in log  # /boot's device job times out (emergency mode)
+    if not report["reached_userspace"]:
+        assert "LVM2_member" in (report["failure"] or ""), report["failure"]
 
 
 # --- /boot on ReiserFS, JFS (built, checked) and btrfs (refused: what the check would say) --------------------
 @pytest.mark.slow
 @pytest.mark.parametrize("fstype", ["reiserfs", "jfs"])
 def test_boot_filesystem_image_boots(area: Path, fstype: str) -> None:
+    """Built with mkfs and filled through libguestfs; the emulator's ReiserFS/JFS readers boot it under every
+    version of the hd00 AKI (1.03 through the `boot -> .` link)."""
     plan = _plan(area, f"boot-{fstype}", _boot_fs(fstype))
-    try:
-        b = _build(plan, area)
-        report = b.report
-    except CheckFailed as e:
-        assert e.report_dir is not None
-        report = json.loads((Path(e.report_dir) / "boot-report.json").read_text())
-        shutil.rmtree(e.report_dir)
-        if any(f["code"] == "fs-unsupported" and "does not implement" in f["message"] for f in report["findings"]):
-            pytest.xfail(f"the emulator has no {fstype} reader yet: {report['findings']}")
-        raise
+    b = _build(plan, area)
+    report = b.report
     assert report["outcome"] == "boots" and _error_codes(report) == [], report
     image = b.image
     boot = plan.disk.boot
