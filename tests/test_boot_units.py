@@ -282,3 +282,17 @@ def test_console_log_falls_back_to_the_cache(tmp_path: Path, monkeypatch: pytest
     saved = _save_console(not_a_dir / "img.raw", "y\n", Log())
     assert saved == tmp_path / "cache" / "pvbuild" / "logs" / "img.raw.boot-console.log"
     assert saved.read_text() == "y\n" and not list(saved.parent.glob(".*tmp*"))
+
+
+def test_stale_temporary_folders_of_dead_processes_are_removed(tmp_path: Path) -> None:
+    import os
+
+    from pvbuild.boot.host import remove_stale
+
+    gone = 2**22 + 12345  # above the default pid_max: never a live process
+    (tmp_path / f".abc.tmp-{gone}").mkdir()
+    (tmp_path / f".dom0-base-x.tmp-{gone}.tar").write_text("")
+    (tmp_path / f".mine.tmp-{os.getpid()}").mkdir()
+    (tmp_path / "kept").mkdir()
+    remove_stale(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".mine.tmp-{os.getpid()}", "kept"]

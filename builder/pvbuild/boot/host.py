@@ -109,6 +109,25 @@ def locked(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def remove_stale(folder: Path) -> None:
+    """Temporary folders and files (`.NAME.tmp-PID...`) of pvbuild processes that were killed outright."""
+    for old in folder.glob(".*.tmp-*"):
+        pid = old.name.rsplit(".tmp-", 1)[-1].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # still running
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        if old.is_dir() and not old.is_symlink():
+            remove_tree(old)
+        else:
+            old.unlink(missing_ok=True)
+
+
 def _load(folder: Path, key: str) -> XenHost:
     return XenHost(folder, key, folder / "xen", folder / "vmlinuz", folder / "initrd.img", folder / "dom0.img")
 
@@ -144,6 +163,7 @@ def ensure_host(log: Log, *, cache: Path | None = None, work_parent: Path | None
             return _load(folder, key), True
         preflight()
         with work_dir(work_parent, prefix="pvbuild-xenhost-", log=log) as work:
+            remove_stale(root)
             tmp = root / f".{key}.tmp-{os.getpid()}"
             remove_tree(tmp)
             tmp.mkdir(parents=True)

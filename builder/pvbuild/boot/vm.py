@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from pvbuild.boot.host import XenHost, locked
+from pvbuild.boot.host import XenHost, locked, remove_stale
 from pvbuild.build.run import Log, run, which
 from pvbuild.build.workspace import remove_tree
 from pvbuild.errors import EnvironmentProblem, PvbuildError
@@ -288,8 +288,9 @@ def find_snapshot(host: XenHost, accel: str) -> tuple[Snapshot | None, str]:
     if not meta.is_file():
         others = [p.name for p in host.folder.glob(f"snapshot-{accel}-*") if p.is_dir()]
         if others:
-            return None, (f"the saved dom0 was made by another QEMU build ({', '.join(others)}; this one is "
-                          f"{qemu_version()}): a saved state only loads into the QEMU that saved it")
+            return None, (f"the saved dom0 was made by another QEMU build or command line ({', '.join(others)}; "
+                          f"this QEMU is {qemu_version()}): a saved state only loads into the QEMU that saved it, "
+                          "started the same way")
         return None, "no saved dom0 yet (run `pvbuild boot --prepare`)"
     doc = json.loads(meta.read_text())
     return Snapshot(folder, tuple(doc["argv"]), folder / "dom0.qcow2", folder / "state.bin",
@@ -312,6 +313,7 @@ def make_snapshot(host: XenHost, accel: str, log: Log) -> Snapshot:
             found, _ = find_snapshot(host, accel)
             if found is not None:
                 return found
+        remove_stale(host.folder)
         tmp = host.folder / f".{final.name}.tmp-{os.getpid()}"
         remove_tree(tmp)
         tmp.mkdir()
