@@ -194,3 +194,25 @@ def test_build_fails_when_the_emulator_and_the_real_boot_disagree(boot_area: Pat
     assert report["real_boot"]["reached_userspace"] is False
     assert "root not mounted: (canned)" in report["disagreement"]
     assert not Path(plan.output.directory).exists()
+
+
+def test_unusable_saved_state_falls_back_to_a_cold_dom0(xen_host: dict[str, Any], broken_menu_image: Path,
+                                                        boot_area: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A saved state QEMU cannot load (here: garbage; in life: another QEMU build) costs a cold dom0 boot, and the
+    report says so. The broken-menu image keeps the guest part short."""
+    from pvbuild.boot import vm
+
+    real_find = vm.find_snapshot
+    garbage = boot_area / "garbage-state.bin"
+    garbage.write_bytes(b"not a migration stream\n" * 64)
+
+    def broken_find(host: Any, accel: str) -> tuple[vm.Snapshot | None, str]:
+        snap, why = real_find(host, accel)
+        assert snap is not None, why
+        return dataclasses.replace(snap, state=garbage), ""
+
+    monkeypatch.setattr(vm, "find_snapshot", broken_find)
+    report = _boot(broken_menu_image, "hd0").to_json()
+    assert report["dom0"]["start"] == "cold" and report["dom0"]["cold_boot_s"] > 0
+    assert "did not restore" in report["dom0"]["note"]
+    assert report["failure"].startswith("no kernel loaded")
