@@ -7,7 +7,8 @@
   plan, so the table is reproducible).
 - LVM root: the PV's label and metadata are written by lvm.py (no device-mapper), the filesystem at the LV's first
   extent; lvm2's tools read it back on a read-only loop device.
-- ReiserFS and JFS (/boot only): mkfs, then the files copied in by a libguestfs appliance (no host driver needed).
+- ReiserFS and JFS (/boot only): mkfs, then the files copied in by a libguestfs appliance (no host driver needed),
+  its clock at SOURCE_DATE_EPOCH: ReiserFS images are byte-identical, JFS ones are not (nanoseconds, journal).
 
 PV-GRUB safety. `mke2fs -d` turns every all-zero block of a file into a hole, and PV-GRUB's ext4 extent code
 misreads holes (it reads the next physical block, or fails with Error 16; the emulator's `file-sparse`). After
@@ -335,15 +336,40 @@ def _guestfs_env() -> dict[str, str]:
     return env
 
 
-def fill_with_guestfs(image: Path, tree: Path, log: Log) -> None:
-    """Copy `tree` into the filesystem in `image` (owners, modes, mtimes, symlinks) through a libguestfs appliance."""
+# Run in the appliance after `tar-in`: the appliance's clock is the host's, so every inode's ctime would be the
+# build's wall clock. For each path (deepest first), set the clock to SOURCE_DATE_EPOCH and re-set the path's own
+# mtime (atime = mtime, as on ext4): its ctime becomes SOURCE_DATE_EPOCH. Paths come from `find -print0`; the
+# epoch is a number checked by the caller. A constant script: no input is interpolated into shell text but it.
+_GUESTFS_TIMES = """#!/bin/sh
+set -e
+E=@EPOCH@
+cd /sysroot
+find . -depth -print0 | \\
+  xargs -0 -n 1 sh -c 'm=$(stat -c %Y "$1"); date -s "@$0" >/dev/null; touch -h -d "@$m" "$1"' "$E"
+date -s "@$E" >/dev/null
+"""
+
+
+def fill_with_guestfs(image: Path, tree: Path, epoch: int, log: Log) -> None:
+    """Copy `tree` into the filesystem in `image` (owners, modes, mtimes, symlinks) through a libguestfs appliance,
+    then give every inode the ctime SOURCE_DATE_EPOCH (with whole seconds, as ReiserFS keeps them, the result is
+    byte-identical; JFS keeps the nanoseconds of the moment, so it is not)."""
     tar = image.with_name(image.name + ".tar")
+    script = image.with_name(image.name + ".times.sh")
+    clock = image.with_name(image.name + ".clock.sh")
     try:
         run(["tar", "--numeric-owner", "--sort=name", "--format=gnu", "-C", tree, "-cf", tar, "."], log=log)
-        run(["guestfish", "--format=raw", "-a", image, "--", "run", ":", "mount", "/dev/sda", "/", ":",
-             "tar-in", tar, "/", ":", "umount-all", ":", "sync"], log=log, env=_guestfs_env())
+        script.write_text(_GUESTFS_TIMES.replace("@EPOCH@", str(int(epoch))))
+        clock.write_text(f"#!/bin/sh\ndate -s @{int(epoch)} >/dev/null\n")
+        # The clock is set before the mount too: ReiserFS makes its hidden .reiserfs_priv at the first mount.
+        run(["guestfish", "--format=raw", "-a", image, "--", "run", ":",
+             "debug-upload", clock, "/tmp/pvbuild-clock.sh", "0755", ":",
+             "debug-upload", script, "/tmp/pvbuild-times.sh", "0755", ":",
+             "debug", "sh", "/tmp/pvbuild-clock.sh", ":", "mount", "/dev/sda", "/", ":", "tar-in", tar, "/", ":",
+             "debug", "sh", "/tmp/pvbuild-times.sh", ":", "umount-all", ":", "sync"], log=log, env=_guestfs_env())
     finally:
-        tar.unlink(missing_ok=True)
+        for p in (tar, script, clock):
+            p.unlink(missing_ok=True)
 
 
 def _faketime(argv: list[str], epoch: int) -> tuple[list[str], dict[str, str]]:
@@ -361,8 +387,9 @@ def make_reiserfs(fs: FilesystemPlan, image: Path, tree: Path, epoch: int, log: 
     argv, env = _faketime(["mkfs.reiserfs", "-q", "-f", "-f", "--format", "3.6", "-l", fs.label, "-u", fs.uuid,
                            *fs.mkfs_options, str(image)], epoch)
     run(argv, log=log, env=env)
-    fill_with_guestfs(image, tree, log)
-    run(["reiserfsck", "--check", "--yes", "--quiet", image], log=log, quiet=True, env={**os.environ, "LC_ALL": "C"})
+    fill_with_guestfs(image, tree, epoch, log)
+    argv, env = _faketime(["reiserfsck", "--check", "--yes", "--quiet", str(image)], epoch)
+    run(argv, log=log, quiet=True, env=env)
 
 
 def make_jfs(fs: FilesystemPlan, image: Path, tree: Path, epoch: int, log: Log) -> None:
@@ -370,8 +397,9 @@ def make_jfs(fs: FilesystemPlan, image: Path, tree: Path, epoch: int, log: Log) 
     argv, env = _faketime(["mkfs.jfs", "-q", "-L", fs.label, *fs.mkfs_options, str(image)], epoch)
     run(argv, log=log, env=env)
     run(["jfs_tune", "-U", fs.uuid, image], log=log, quiet=True)
-    fill_with_guestfs(image, tree, log)
-    run(["fsck.jfs", "-n", image], log=log, quiet=True)
+    fill_with_guestfs(image, tree, epoch, log)
+    argv, env = _faketime(["fsck.jfs", "-n", str(image)], epoch)
+    run(argv, log=log, quiet=True, env=env)
 
 
 def make_btrfs(fs: FilesystemPlan, image: Path, tree: Path, epoch: int, log: Log) -> None:
