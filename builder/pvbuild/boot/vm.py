@@ -42,7 +42,7 @@ SNAPSHOT_FORMAT = "1"
 VCPUS = int(os.environ.get("PVBUILD_BOOT_VCPUS", "1"))
 XEN_ARGS = ("console=com1 com1=115200,8n1 loglvl=all guest_loglvl=all dom0_mem=1024M,max:1024M "
             f"dom0_max_vcpus={VCPUS} noreboot")
-DOM0_ARGS = "root=/dev/vda ro console=hvc0 earlyprintk=xen quiet"
+DOM0_ARGS = "root=/dev/vda ro console=hvc0 earlyprintk=xen quiet init_on_free=1"
 READY = "PVBOOT READY"
 DOM0_BOOT_TIMEOUT = 900.0
 MONITOR_TIMEOUT = 120.0
