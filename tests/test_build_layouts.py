@@ -368,6 +368,23 @@ def test_lvm_image_boots_with_pvbuild_boot(lvm_built: tuple[Plan, BuiltImage]) -
         assert "LVM2_member" in (report["failure"] or ""), report["failure"]
 
 
+@pytest.mark.slow
+def test_gpt_image_boots_with_pvbuild_boot(area: Path) -> None:
+    """A real Xen PV boot of the GPT image (`pvbuild boot`, hd00: its GRUB 2 loader reads GPT): userspace."""
+    from pvbuild.boot.run import boot_image, prepare
+
+    cache = cache_root() / "boot"
+    cache.mkdir(parents=True, exist_ok=True)
+    prepare(Log(cache / "prepare.log"), cache=cache)
+    plan = _plan(area, "gpt-boot", GPT)
+    b = _build(plan, area)
+    report = boot_image(b.image, variant="hd00", timeout=300.0, log=Log(b.image.with_suffix(".boot.log")),
+                        cache=cache).to_json()
+    assert report["reached_userspace"], report["failure"]
+    assert report["root_device"] == "/dev/xvda2" and report["entry"]["index"] == 0
+    shutil.rmtree(b.directory)
+
+
 # --- /boot on ReiserFS, JFS (built, checked) and btrfs (refused: what the check would say) --------------------
 @pytest.mark.slow
 @pytest.mark.parametrize("fstype", ["reiserfs", "jfs"])
