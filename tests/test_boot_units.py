@@ -296,3 +296,8 @@ def test_stale_temporary_folders_of_dead_processes_are_removed(tmp_path: Path) -
     (tmp_path / "kept").mkdir()
     remove_stale(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [f".mine.tmp-{os.getpid()}", "kept"]
+
+
+def test_root_on_a_logical_volume_counts_as_mounted() -> None:
+    lvm = [(31.0, "[   9.1] EXT4-fs (dm-0): mounted filesystem with ordered data mode. Quota mode: none.")]
+    assert analyse(_transcript(LOADER + KERNEL + lvm, "timeout"), 300).milestones["root_mounted_s"] == 31.0

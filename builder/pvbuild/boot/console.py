@@ -28,8 +28,8 @@ _BOOTING = re.compile(r"(Booting|Falling back to) [`‘'](.*)['’]\s*$")
 _LINUX = re.compile(r"Linux version (\S+)")
 _KCMDLINE = re.compile(r"(?:Kernel )?[Cc]ommand line: (.*)$")
 _ROOT_MOUNT = re.compile(
-    r"(EXT[234]-fs \((xvd[a-z]+\d*)\): mounted filesystem"
-    r"|XFS \((xvd[a-z]+\d*)\): Ending clean mount"
+    r"(EXT[234]-fs \((xvd[a-z]+\d*|dm-\d+)\): mounted filesystem"
+    r"|XFS \((xvd[a-z]+\d*|dm-\d+)\): Ending clean mount"
     r"|BTRFS info \(device (xvd[a-z]+\d*)\).*(?:enabling|disk space caching|has skinny extents|first mount)"
     r"|VFS: Mounted root)")
 _INIT_STARTED = re.compile(r"(systemd\[1\]: |Welcome to |INIT: version )")

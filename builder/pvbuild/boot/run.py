@@ -11,8 +11,8 @@ dom0 of the test host already sees the overlay as a block device and runs the sa
 so it mounts every filesystem of the disk (whole disk and partitions: partitionless and MBR alike; ext2/3/4,
 XFS, btrfs), drops the probe into each one that looks like a root filesystem (/etc and an init), and unmounts
 before `xl create`. A separate /boot is no problem (the probe goes to the root, wherever it is). Limitations,
-reported as such: a root filesystem dom0 cannot mount read-write (e.g. squashfs, or an encrypted one), and an
-init that is not systemd, leave the guest unproven even when it boots.
+reported as such: a root filesystem dom0 cannot mount read-write (squashfs, LUKS, or a logical volume: dom0
+never activates LVM), and an init that is not systemd, leave the guest "userspace not proven" even when it boots.
 """
 
 from __future__ import annotations
