@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -24,6 +25,11 @@ def moto_endpoint() -> Iterator[str]:
         server.start()
         try:
             _, port = server.get_host_and_port()
-            yield f"http://127.0.0.1:{port}"
+            url = f"http://127.0.0.1:{port}"
+            # moto keeps its backends per process, not per server: start from an empty AWS, whatever earlier tests
+            # seeded (a made-up PV-GRUB 1.10 AKI, instances, buckets...).
+            reset = urllib.request.Request(f"{url}/moto-api/reset", method="POST")  # noqa: S310
+            urllib.request.urlopen(reset, timeout=30).close()  # noqa: S310 - http://127.0.0.1 only
+            yield url
         finally:
             server.stop()
