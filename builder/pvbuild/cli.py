@@ -246,6 +246,12 @@ def _convert_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", default=None, choices=["x86_64", "i386"], help="PV-GRUB architecture (x86_64)")
 
 
+def _print_json(doc: Any) -> None:
+    """--json: one JSON document on stdout (messages go to stderr)."""
+    json.dump(doc, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
 def _say(message: str) -> None:
     sys.stderr.write(f"pvbuild: {message}\n")
 
@@ -262,8 +268,7 @@ def _tags(values: list[str]) -> dict[str, str]:
 
 def _print_registered(registered: list[Any], as_json: bool) -> None:
     if as_json:
-        json.dump({"amis": [r.to_json() for r in registered]}, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        _print_json({"amis": [r.to_json() for r in registered]})
         return
     for r in registered:
         sys.stdout.write(f"{r.region}\t{r.ami_id}\t{r.kernel_id} ({r.aki_name})\n")
@@ -315,8 +320,7 @@ def cmd_instance(args: argparse.Namespace) -> int:
     plan = plan_upgrade(ec2, args.instance_id, args.region, variant=args.variant, version=args.version,
                         live=not args.table)
     if args.json:
-        json.dump({**plan.to_json(), "dry_run": args.dry_run}, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        _print_json({**plan.to_json(), "dry_run": args.dry_run})
     else:
         head = "would" if args.dry_run else "will"
         sys.stdout.write(f"{plan.instance_id} ({plan.state}, {plan.architecture}): {head}\n")
@@ -347,10 +351,8 @@ def cmd_bundle(args: argparse.Namespace) -> int:
                     ec2_cert=ec2_cert, user=args.user, arch=args.arch, destination=Path(args.destination),
                     prefix=args.prefix, kernel_id=args.kernel, block_device_mapping=mapping)
     if args.json:
-        json.dump({"manifest": str(result.manifest), "parts": [str(p) for p in result.parts],
-                   "digest_sha1": result.digest_sha1, "size": result.size, "bundled_size": result.bundled_size},
-                  sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        _print_json({"manifest": str(result.manifest), "parts": [str(p) for p in result.parts],
+                     "digest_sha1": result.digest_sha1, "size": result.size, "bundled_size": result.bundled_size})
         return 0
     sys.stdout.write(f"{result.manifest}\n")
     sys.stderr.write(f"pvbuild: {len(result.parts)} parts, {result.bundled_size} bytes bundled from "
@@ -381,10 +383,8 @@ def cmd_upload(args: argparse.Namespace) -> int:
     result = upload_bundle(s3, Path(args.manifest), args.bucket, args.prefix, region=args.region,
                            create_bucket=not args.no_create_bucket)
     if args.json:
-        json.dump({"bucket": result.bucket, "manifest_key": result.manifest_key,
-                   "image_location": result.image_location, "parts": result.parts, "bytes": result.bytes},
-                  sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        _print_json({"bucket": result.bucket, "manifest_key": result.manifest_key,
+                     "image_location": result.image_location, "parts": result.parts, "bytes": result.bytes})
     else:
         sys.stdout.write(f"{result.image_location}\n")
         sys.stderr.write(f"pvbuild: {result.parts} parts and the manifest, {result.bytes} bytes, uploaded to "
@@ -412,10 +412,9 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         result = snapshot_image(ebs, image, description=args.description, tags=tags, ec2=ec2,
                                 progress=lambda _n: advance(1))
     if args.json:
-        json.dump({"snapshot_id": result.snapshot_id, "volume_size_gib": result.volume_size_gib,
-                   "blocks_sent": result.blocks_sent, "blocks_skipped": result.blocks_skipped,
-                   "checksum": result.checksum}, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        _print_json({"snapshot_id": result.snapshot_id, "volume_size_gib": result.volume_size_gib,
+                     "blocks_sent": result.blocks_sent, "blocks_skipped": result.blocks_skipped,
+                     "checksum": result.checksum})
         return 0
     sys.stdout.write(f"{result.snapshot_id}\n")
     sys.stderr.write(f"pvbuild: {result.volume_size_gib} GiB snapshot: {result.blocks_sent} blocks sent, "
@@ -431,10 +430,9 @@ def cmd_ami(args: argparse.Namespace) -> int:
     ec2 = boto3.client("ec2", region_name=args.region, endpoint_url=os.environ.get("PVBUILD_EC2_ENDPOINT"))
     result = verify_ami(ec2, args.ami_id, args.region, args.variant)
     if args.json:
-        json.dump({"ami_id": result.ami_id, "name": result.name, "architecture": result.architecture,
-                   "kernel_id": result.kernel_id, "ok": result.ok,
-                   "findings": [f.to_json() for f in result.findings]}, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        _print_json({"ami_id": result.ami_id, "name": result.name, "architecture": result.architecture,
+                     "kernel_id": result.kernel_id, "ok": result.ok,
+                     "findings": [f.to_json() for f in result.findings]})
     else:
         head = "OK" if result.ok else "NOT OK"
         sys.stdout.write(f"{head} — {result.ami_id} ({result.name}), {result.architecture}, kernel "
@@ -449,10 +447,9 @@ def cmd_aki(args: argparse.Namespace) -> int:
 
     chosen = aki.select(args.region, args.arch, args.variant, args.version, live=args.live)
     if args.json:
-        json.dump({"region": chosen.region, "aki_id": chosen.aki_id, "version": chosen.version,
-                   "variant": chosen.variant, "arch": chosen.arch, "name": chosen.name, "source": chosen.source,
-                   "notes": list(chosen.notes)}, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        _print_json({"region": chosen.region, "aki_id": chosen.aki_id, "version": chosen.version,
+                     "variant": chosen.variant, "arch": chosen.arch, "name": chosen.name, "source": chosen.source,
+                     "notes": list(chosen.notes)})
     else:
         sys.stdout.write(f"{chosen.aki_id}  {chosen.name}  ({chosen.region}, from the {chosen.source})\n")
         for note in chosen.notes:
@@ -466,8 +463,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     plan = load_plan(args.recipe)
     if args.json:
-        json.dump(plan.to_json(), sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        _print_json(plan.to_json())
         return 0
     d = plan.distro
     out = [f"recipe:   {plan.recipe}",
@@ -501,8 +497,7 @@ def cmd_menu(args: argparse.Namespace) -> int:
 def cmd_schema(_: argparse.Namespace) -> int:
     from pvbuild.recipe import json_schema
 
-    json.dump(json_schema(), sys.stdout, indent=2)
-    sys.stdout.write("\n")
+    _print_json(json_schema())
     return 0
 
 
@@ -528,13 +523,11 @@ def cmd_build(args: argparse.Namespace) -> int:
 
         registered = ship_built(plan, built.image, say=_say, progress=Log().progress)
     if args.json:
-        json.dump({"image": str(built.image), "directory": str(built.directory), "sha256": built.sha256,
-                   "boots": built.boots, "outcome": built.report.get("outcome"), "image_bytes": built.image_bytes,
-                   "allocated_bytes": built.allocated_bytes, "initrd_bytes": built.initrd_bytes,
-                   "rootfs_cached": built.rootfs_cached, "seconds": round(built.seconds, 1),
-                   "locked_packages": len(plan.locked), "amis": [r.to_json() for r in registered]},
-                  sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        _print_json({"image": str(built.image), "directory": str(built.directory), "sha256": built.sha256,
+                     "boots": built.boots, "outcome": built.report.get("outcome"), "image_bytes": built.image_bytes,
+                     "allocated_bytes": built.allocated_bytes, "initrd_bytes": built.initrd_bytes,
+                     "rootfs_cached": built.rootfs_cached, "seconds": round(built.seconds, 1),
+                     "locked_packages": len(plan.locked), "amis": [r.to_json() for r in registered]})
         return 0
     sys.stdout.write(f"{built.image}\n")
     _print_registered(registered, False)
@@ -548,9 +541,8 @@ def cmd_lock(args: argparse.Namespace) -> int:
     plan = load_plan(args.recipe)
     path, doc = lock_recipe(plan, refresh=args.refresh)
     if args.json:
-        json.dump({"lock": str(path), "packages": len(doc["packages"]),
-                   "source_date_epoch": doc["source_date_epoch"]}, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        _print_json({"lock": str(path), "packages": len(doc["packages"]),
+                     "source_date_epoch": doc["source_date_epoch"]})
     else:
         sys.stdout.write(f"{path}\n")
         _say(f"{len(doc['packages'])} packages pinned, SOURCE_DATE_EPOCH={doc['source_date_epoch']}")
@@ -564,8 +556,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     report = check_image(args.image, Profile(args.pvgrub, args.variant, args.arch))
     if args.json:
-        json.dump(report.to_json(), sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        _print_json(report.to_json())
     else:
         sys.stdout.write(render_text(report))
     return report.exit_code
@@ -577,8 +568,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
     report = diff_images(args.a, args.b, Profile(args.pvgrub, args.variant, args.arch), with_mtime=args.all)
     if args.json:
-        json.dump(report.to_json(), sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        _print_json(report.to_json())
     else:
         sys.stdout.write(render_text(report))
     return report.exit_code
@@ -606,8 +596,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
     result = boot_image(Path(args.image), variant=args.variant, arch=args.arch, timeout=args.timeout, log=log,
                         use_snapshot=not args.cold)
     if args.json:
-        json.dump(result.to_json(), sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        _print_json(result.to_json())
     else:
         sys.stdout.write(render_text(result))
     return result.exit_code
@@ -643,8 +632,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     result = convert(Path(args.image), _menu_options(args), output=Path(args.output) if args.output else None,
                      in_place=args.in_place, log=Log(verbose=args.verbose))
     if args.json:
-        json.dump(result.report, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        _print_json(result.report)
     else:
         sys.stdout.write(render_text(result))
     return result.exit_code
@@ -667,8 +655,7 @@ def cmd_packer(args: argparse.Namespace) -> int:
                         live_aki=not args.table, s3=s3)
     entry, code = run_post_processor(req, log=Log(verbose=args.verbose), say=_say)
     if args.json:
-        json.dump(entry, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        _print_json(entry)
     else:
         sys.stdout.write(f"{entry['files'][0]['name']}\n")
         if entry.get("artifact_id"):
