@@ -25,6 +25,16 @@ class Hang(Exception):
     """GRUB would not come back (a loop that never ends, or not within any sensible time)."""
 
 
+def emulation_error(volume: str, errnum: int, detail: str, e: Undefined | Hang, path: str) -> GrubError:
+    """The error for a walk GRUB would never finish (`fs-hang`) or that acts on memory it never filled
+    (`fs-corrupt`); a GRUB error already set on the way (`errnum`, `detail`) is the one GRUB reports."""
+    kind = "fs-hang" if isinstance(e, Hang) else "fs-corrupt"
+    what = "PV-GRUB would loop forever or hang" if isinstance(e, Hang) else "what PV-GRUB does next is undefined"
+    if errnum:
+        return GrubError(errnum, f"{volume}{path}: {detail}; then {e} ({what})", code=kind)
+    return GrubError(Err.FSYS_CORRUPT, f"{volume}{path}: {e} ({what})", code=kind)
+
+
 def i32(v: int) -> int:
     """A C `int` from the low 32 bits of v."""
     v &= M32

@@ -53,7 +53,18 @@ from pvbuild.pvgrub.blockio import SECTOR, Volume
 from pvbuild.pvgrub.errors import Err, GrubError
 from pvbuild.pvgrub.findings import Finding
 from pvbuild.pvgrub.fs.base import File, Filesystem, FsIdentity
-from pvbuild.pvgrub.fs.grubmem import FSYS_BUFLEN, M32, DevRead, Hang, Undefined, i32, isspace, s8, substring
+from pvbuild.pvgrub.fs.grubmem import (
+    FSYS_BUFLEN,
+    M32,
+    DevRead,
+    Hang,
+    Undefined,
+    emulation_error,
+    i32,
+    isspace,
+    s8,
+    substring,
+)
 
 __all__ = ["JfsFile", "JfsFilesystem", "mount"]
 
@@ -582,13 +593,7 @@ class JfsFilesystem(Filesystem):
         self.identity = ident if ident is not None and ident.fstype == "jfs" else FsIdentity("jfs")
 
     def emulation_error(self, run: _Run, e: Undefined | Hang, path: str) -> GrubError:
-        kind = "fs-hang" if isinstance(e, Hang) else "fs-corrupt"
-        what = ("PV-GRUB would loop forever or hang" if isinstance(e, Hang)
-                else "what PV-GRUB does next is undefined")
-        if run.errnum:
-            return GrubError(run.errnum, f"{self.vol.name}{path}: {run.dev.detail}; then {e} ({what})",
-                             code=kind)
-        return GrubError(Err.FSYS_CORRUPT, f"{self.vol.name}{path}: {e} ({what})", code=kind)
+        return emulation_error(self.vol.name, run.errnum, run.dev.detail, e, path)
 
     def open(self, path: str) -> JfsFile:
         """jfs_dir (fsys_jfs.c:273) on an absolute path; the name ends at the first blank."""

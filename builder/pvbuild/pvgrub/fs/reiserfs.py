@@ -50,7 +50,17 @@ from pvbuild.pvgrub.blockio import SECTOR, Volume
 from pvbuild.pvgrub.errors import Err, GrubError
 from pvbuild.pvgrub.findings import Finding, info
 from pvbuild.pvgrub.fs.base import File, Filesystem, FsIdentity
-from pvbuild.pvgrub.fs.grubmem import FSYS_BUFLEN, M32, DevRead, Hang, Undefined, i32, isspace, substring
+from pvbuild.pvgrub.fs.grubmem import (
+    FSYS_BUFLEN,
+    M32,
+    DevRead,
+    Hang,
+    Undefined,
+    emulation_error,
+    i32,
+    isspace,
+    substring,
+)
 
 __all__ = ["ReiserFile", "ReiserFilesystem", "grub_mount", "mount"]
 
@@ -733,13 +743,7 @@ class ReiserFilesystem(Filesystem):
         return self._mounted.journal_transactions
 
     def emulation_error(self, run: _Run, e: Undefined | Hang, path: str) -> GrubError:
-        kind = "fs-hang" if isinstance(e, Hang) else "fs-corrupt"
-        what = ("PV-GRUB would loop forever or hang" if isinstance(e, Hang)
-                else "what PV-GRUB does next is undefined")
-        if run.errnum:
-            return GrubError(run.errnum, f"{self.vol.name}{path}: {run.dev.detail}; then {e} ({what})",
-                             code=kind)
-        return GrubError(Err.FSYS_CORRUPT, f"{self.vol.name}{path}: {e} ({what})", code=kind)
+        return emulation_error(self.vol.name, run.errnum, run.dev.detail, e, path)
 
     def open(self, path: str) -> ReiserFile:
         """reiserfs_dir (fsys_reiserfs.c:1001) on an absolute path; the name ends at the first blank."""
