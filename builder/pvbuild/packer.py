@@ -17,12 +17,11 @@ shell-local may append at the same time.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,15 +126,11 @@ def image_of(build: dict[str, Any], req: PackerRequest, manifest: Path) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    lock = path.with_name(f".{path.name}.lock")
-    with open(lock, "a") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+def _locked(path: Path) -> AbstractContextManager[None]:
+    """The manifest's lock file beside it (`.NAME.lock`)."""
+    from pvbuild.build.workspace import file_lock
+
+    return file_lock(path.with_name(f".{path.name}.lock"))
 
 
 def append_build(path: Path, entry: dict[str, Any]) -> None:

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 from pvbuild.boot import vm as vm_mod
-from pvbuild.boot.host import XenHost, locked
+from pvbuild.boot.host import XenHost
 from pvbuild.build.run import Log
-from pvbuild.build.workspace import work_dir
+from pvbuild.build.workspace import file_lock, work_dir
 from pvbuild.errors import UsageError
 
 PROBE_TIMEOUT_S = 60.0
@@ -38,7 +38,7 @@ def decide_accel(host: XenHost, log: Log, *, force: str | None = None) -> tuple[
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return "tcg", "no usable /dev/kvm"
     path = _cache_file(host)
-    with locked(host.folder / "accel.lock"):
+    with file_lock(host.folder / "accel.lock"):
         if path.is_file():
             doc = json.loads(path.read_text())
             return str(doc["accel"]), f"{doc['reason']} (probed earlier)"

@@ -20,15 +20,12 @@ build with the same machine type and devices.
 
 from __future__ import annotations
 
-import fcntl
 import gzip
 import hashlib
 import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +33,7 @@ from pvbuild import __version__
 from pvbuild.boot import dom0files
 from pvbuild.build.rootfs import mmdebstrap_version, user_cache_dir
 from pvbuild.build.run import Log, run, which
-from pvbuild.build.workspace import remove_tree, work_dir
+from pvbuild.build.workspace import file_lock, remove_tree, work_dir
 from pvbuild.errors import EnvironmentProblem
 
 HOST_FORMAT = "1"  # bump when the steps below change in a way the key does not see
@@ -97,18 +94,6 @@ def _mirrors() -> tuple[str, str]:
     return mirrors(None, None)
 
 
-@contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """An exclusive lock on `path` (created), so two pvbuild processes never build the same cache entry."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def remove_stale(folder: Path) -> None:
     """Temporary folders and files (`.NAME.tmp-PID...`) of pvbuild processes that were killed outright."""
     for old in folder.glob(".*.tmp-*"):
@@ -157,7 +142,7 @@ def ensure_host(log: Log, *, cache: Path | None = None, work_parent: Path | None
     key = host_key(inputs)
     root = cache_dir(cache)
     folder = root / key
-    with locked(root / f"{key}.lock"):
+    with file_lock(root / f"{key}.lock"):
         if (folder / "host.json").is_file():
             log.info(f"xen host: cached {folder}")
             return _load(folder, key), True
@@ -202,7 +187,7 @@ def _build(out: Path, work: Path, mirror: str, security: str, log: Log, base_cac
     key = base_key(mirror, security, mmdebstrap_version())
     tarball = base_cache / f"dom0-base-{key}.tar"
     env = {**os.environ, "TMPDIR": str(work), "DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C.UTF-8"}
-    with locked(base_cache / f"dom0-base-{key}.lock"):
+    with file_lock(base_cache / f"dom0-base-{key}.lock"):
         if not tarball.is_file():
             tmp = base_cache / f".dom0-base-{key}.tmp-{os.getpid()}.tar"
             try:

@@ -29,9 +29,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from pvbuild.boot.host import XenHost, locked, remove_stale
+from pvbuild.boot.host import XenHost, remove_stale
 from pvbuild.build.run import Log, run, which
-from pvbuild.build.workspace import remove_tree
+from pvbuild.build.workspace import file_lock, remove_tree
 from pvbuild.errors import EnvironmentProblem, PvbuildError
 
 QEMU = "qemu-system-x86_64"
@@ -308,7 +308,7 @@ def make_snapshot(host: XenHost, accel: str, log: Log) -> Snapshot:
     """Boot the host cold, wait for the runner, and save the running VM (atomically: complete or absent)."""
     qkey = qemu_key()
     final = snapshot_dir(host, accel, qkey)
-    with locked(host.folder / "snapshot.lock"):
+    with file_lock(host.folder / "snapshot.lock"):
         if (final / "snapshot.json").is_file():
             found, _ = find_snapshot(host, accel)
             if found is not None:

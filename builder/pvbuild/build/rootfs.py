@@ -14,17 +14,15 @@ bootstrap does not spend time building a 30 MB `MODULES=most` initrd that the pv
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
 from pvbuild import __version__
 from pvbuild.build.run import Log, run
+from pvbuild.build.workspace import file_lock
 from pvbuild.errors import UsageError
 from pvbuild.planmodel import Plan
 
@@ -131,17 +129,6 @@ def mmdebstrap_argv(plan: Plan, out_tar: Path, pins_file: Path | None = None) ->
     ]
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def ensure_rootfs(plan: Plan, log: Log, *, tmp_parent: Path, refresh: bool = False,
                   cache: Path | None = None) -> tuple[Path, bool]:
     """The cached rootfs tarball of this plan, bootstrapping it when missing. Returns (path, was_cached).
@@ -152,7 +139,7 @@ def ensure_rootfs(plan: Plan, log: Log, *, tmp_parent: Path, refresh: bool = Fal
     folder = (cache or user_cache_dir()) / "rootfs"
     key = rootfs_key(plan, mmdebstrap_version())
     tarball = folder / f"{key}.tar"
-    with _locked(folder / f"{key}.lock"):
+    with file_lock(folder / f"{key}.lock"):
         if tarball.exists() and not refresh:
             log.info(f"rootfs: cached {tarball}")
             _check_locked(plan, tarball, built=False)

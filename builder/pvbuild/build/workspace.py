@@ -7,6 +7,7 @@ below it — `rm -rf` through a bind-mounted /dev would delete the host's device
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -128,3 +129,16 @@ def atomic_dir_replace(tmp: Path, final: Path, log: Log | None = None) -> None:
         remove_tree(trash, log)
     else:
         os.rename(tmp, final)
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive flock on `path` (created with its folder), so two pvbuild processes never write the same cache
+    entry or file at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -35,6 +35,20 @@ def emulation_error(volume: str, errnum: int, detail: str, e: Undefined | Hang, 
     return GrubError(Err.FSYS_CORRUPT, f"{volume}{path}: {e} ({what})", code=kind)
 
 
+def show(name: bytes) -> str:
+    """A name for a message: GRUB's bytes, cut at 80 characters (a runaway symlink copy fills 4 KiB)."""
+    text = name.decode("latin-1")
+    return repr(text if len(text) <= 80 else text[:80] + "...")
+
+
+def u16(b: bytes | bytearray, o: int) -> int:
+    return int.from_bytes(b[o:o + 2], "little")
+
+
+def u32(b: bytes | bytearray, o: int) -> int:
+    return int.from_bytes(b[o:o + 4], "little")
+
+
 def i32(v: int) -> int:
     """A C `int` from the low 32 bits of v."""
     v &= M32

@@ -65,6 +65,15 @@ from pvbuild.pvgrub.fs.grubmem import (
     s8,
     substring,
 )
+from pvbuild.pvgrub.fs.grubmem import (
+    show as _show,
+)
+from pvbuild.pvgrub.fs.grubmem import (
+    u16 as _u16,
+)
+from pvbuild.pvgrub.fs.grubmem import (
+    u32 as _u32,
+)
 
 __all__ = ["JfsFile", "JfsFilesystem", "mount"]
 
@@ -94,20 +103,6 @@ DTTYPE_INLINE, DTTYPE_PAGE = 0, 1
 XTPAGE, DTPAGE, FILESET, INODE = 0, 4096, 8192, 8192 + DISIZE
 BTROOT = 224  # offsetof(dinode_t, di_btroot): 128-byte base area + 96-byte dir table / _u1
 STEP_LIMIT = 1_000_000
-
-
-def _show(name: bytes) -> str:
-    """A name for a message: GRUB's bytes, cut at 80 characters (a runaway symlink copy fills 4 KiB)."""
-    text = name.decode("latin-1")
-    return repr(text if len(text) <= 80 else text[:80] + "...")
-
-
-def _u16(b: bytes | bytearray, o: int) -> int:
-    return int.from_bytes(b[o:o + 2], "little")
-
-
-def _u32(b: bytes | bytearray, o: int) -> int:
-    return int.from_bytes(b[o:o + 4], "little")
 
 
 def _s64(b: bytes | bytearray, o: int) -> int:

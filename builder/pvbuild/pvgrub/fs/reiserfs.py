@@ -61,6 +61,15 @@ from pvbuild.pvgrub.fs.grubmem import (
     isspace,
     substring,
 )
+from pvbuild.pvgrub.fs.grubmem import (
+    show as _show,
+)
+from pvbuild.pvgrub.fs.grubmem import (
+    u16 as _u16,
+)
+from pvbuild.pvgrub.fs.grubmem import (
+    u32 as _u32,
+)
 
 __all__ = ["ReiserFile", "ReiserFilesystem", "grub_mount", "mount"]
 
@@ -92,20 +101,6 @@ MIN_BLOCKSIZE, MAX_BLOCKSIZE = SECTOR, CACHE_SIZE // 3  # l.295-296
 INFO_SIZE = {"x86_64": 104, "i386": 96}
 S_IFMT, S_IFDIR, S_IFREG, S_IFLNK = 0o170000, 0o040000, 0o100000, 0o120000
 STEP_LIMIT = 1_000_000
-
-
-def _show(name: bytes) -> str:
-    """A name for a message: GRUB's bytes, cut at 80 characters (a runaway symlink copy fills 4 KiB)."""
-    text = name.decode("latin-1")
-    return repr(text if len(text) <= 80 else text[:80] + "...")
-
-
-def _u16(b: bytes | bytearray, o: int) -> int:
-    return int.from_bytes(b[o:o + 2], "little")
-
-
-def _u32(b: bytes | bytearray, o: int) -> int:
-    return int.from_bytes(b[o:o + 4], "little")
 
 
 def _bsf(v: int) -> int:
