@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pvbuild.build.run import run
 from pvbuild.distros import debian
 from pvbuild.planmodel import (
     DiskPlan,
@@ -35,8 +36,9 @@ SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKs1pvbuildtestkeyxxxxxxxxxxxxxxx
 def debian12(out: Path, *, name: str = "debian12", table: str = "none", separate_boot: str | None = None,
              kernel_package: str = "linux-image-amd64", packages: tuple[str, ...] = ("openssh-server",),
              disk_mib: int = 1536, pvgrub_version: str = "1.05", hostname: str = "pvtest",
-             users: bool = True, epoch: int = EPOCH, root_fs: str = "ext4") -> Plan:
-    """A Debian 12 amd64 plan. `table`: "none" (hd0) or "mbr" (hd00); `separate_boot`: None, "ext4" or "xfs"."""
+             users: bool = True, epoch: int = EPOCH, root_fs: str = "ext4", backend: str = "mmdebstrap") -> Plan:
+    """A Debian 12 amd64 plan. `table`: "none" (hd0) or "mbr" (hd00); `separate_boot`: None, "ext4" or "xfs";
+    `backend`: "mmdebstrap" or "diskimage-builder" (its element: debian-minimal)."""
     variant = "hd0" if table == "none" else "hd00"
     fss: list[FilesystemPlan] = []
     if table == "none":
@@ -77,9 +79,10 @@ def debian12(out: Path, *, name: str = "debian12", table: str = "none", separate
     modules = ("xen-blkfront", "xen-netfront", "ext4") + (("xfs",) if "xfs" in (separate_boot, root_fs) else ())
     return Plan(
         recipe=str(out / "recipe.yaml"), name=name, hostname=hostname, source_date_epoch=epoch,
-        distro=DistroPlan("debian", "bookworm", "12", *debian.mirrors(None, None), ("main",), "amd64", "mmdebstrap",
-                          "minbase",
-                          tuple(sorted({*packages, "initramfs-tools", "zstd"}))),
+        distro=DistroPlan("debian", "bookworm", "12", *debian.mirrors(None, None), ("main",), "amd64",
+                          backend,  # type: ignore[arg-type]
+                          "minbase" if backend == "mmdebstrap" else "",
+                          tuple(sorted({*packages, "initramfs-tools", "zstd"})), dib_element="debian-minimal"),
         kernel=kernel,
         initrd=InitrdPlan("update-initramfs", modules, "zstd"),
         disk=disk, menu=menu, pvgrub=PvgrubPlan(pvgrub_version, variant, "x86_64"),  # type: ignore[arg-type]
@@ -89,3 +92,42 @@ def debian12(out: Path, *, name: str = "debian12", table: str = "none", separate
         output=OutputPlan(str(out / name), f"{name}.raw", ("raw",)),
         pvbuild_version="0.1.0",
     )
+
+
+def debugfs(image: Path, request: str, offset: int = 0) -> str:
+    target = f"{image}?offset={offset}" if offset else str(image)
+    return run(["debugfs", "-R", request, target], capture=True).stdout.decode()
+
+
+def assert_image_hygiene(plan: Plan, img: Path) -> None:
+    """What every built image of `debian12()` holds, whichever backend made its tree: the elements' work and
+    nothing of the build host."""
+    assert "ssh_host_" not in debugfs(img, "ls /etc/ssh")
+    unit = debugfs(img, "cat /etc/systemd/system/pvbuild-ssh-hostkeys.service")
+    assert "ssh-keygen -A" in unit and "Before=ssh.service" in unit
+    assert "pvbuild-ssh-hostkeys" in debugfs(img, "ls /etc/systemd/system/multi-user.target.wants")
+    assert debugfs(img, "cat /etc/machine-id") == ""
+    assert "not found" in run(["debugfs", "-R", "stat /etc/resolv.conf", img], capture=True).stderr.decode()
+    assert debugfs(img, "cat /etc/hostname") == "pvtest\n"
+    lists = debugfs(img, "ls /var/lib/apt/lists").split()
+    assert [n for n in lists if not n.startswith("(") and not n.isdigit()] == [".", "..", "partial"]
+    tmp = debugfs(img, "ls /tmp").split()
+    assert [n for n in tmp if not n.startswith("(") and not n.isdigit()] == [".", ".."]
+    for line in debugfs(img, "ls -l /var/log").splitlines():
+        parts = line.split()
+        if len(parts) >= 6 and parts[1].startswith("100"):
+            assert parts[5] == "0", line  # every log file empty (inode, mode, (links), uid, gid, size)
+    assert "policy-rc.d" not in debugfs(img, "ls /usr/sbin")
+    assert debugfs(img, "cat /boot/grub/menu.lst") == plan.menu.text
+    assert f"UUID={plan.disk.root.uuid}\t/\text4" in debugfs(img, "cat /etc/fstab")
+    assert debugfs(img, "cat /root/.ssh/authorized_keys").strip() == plan.root_ssh_authorized_keys[0]
+    assert debugfs(img, "cat /home/admin/.ssh/authorized_keys").strip() == plan.users[0].ssh_authorized_keys[0]
+    assert debugfs(img, "cat /etc/motd") == "Built by pvbuild's tests.\n"
+    assert "link_in_boot = yes" in debugfs(img, "cat /etc/kernel-img.conf")
+    conf = debugfs(img, "cat /etc/initramfs-tools/conf.d/pvgrub")
+    assert "MODULES=list" in conf and "COMPRESS=zstd" in conf
+    assert [ln for ln in debugfs(img, "cat /etc/initramfs-tools/modules").splitlines()
+            if not ln.startswith("#")] == list(plan.initrd.modules)
+    for link in ("vmlinuz", "vmlinuz.old", "initrd.img", "initrd.img.old"):
+        assert "Type: symlink" in debugfs(img, f"stat /boot/{link}"), link
+    run(["e2fsck", "-fn", img])

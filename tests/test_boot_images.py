@@ -24,6 +24,7 @@ from pvbuild.build.pipeline import build
 from pvbuild.build.run import Log, run
 from pvbuild.plan import load_plan
 from pvbuild.planmodel import Plan
+from tests.buildplans import assert_image_hygiene, debian12, debugfs
 from tests.conftest import REPO, cache_root
 
 pytestmark = pytest.mark.slow
@@ -170,6 +171,33 @@ def test_broken_menu_never_reaches_a_kernel(xen_host: dict[str, Any], broken_men
     assert report["failure"].startswith("no kernel loaded"), report["failure"]
     assert "vmlinuz-MISSING" in report["failure"]
 
+
+def test_diskimage_builder_image_is_clean_and_boots(xen_host: dict[str, Any], boot_area: Path) -> None:
+    """`distro.backend: diskimage-builder`: disk-image-create (debian-minimal + pvbuild's elements, -t tar) makes
+    the tree, pvbuild the disk. The image holds what the elements make and nothing of the build host, passes the
+    emulator and boots to userspace."""
+    plan = debian12(boot_area / "dib", name="dib", backend="diskimage-builder")
+    work = boot_area / "work"
+    work.mkdir(exist_ok=True)
+    b = build(plan, work_parent=work, rootfs_cache=cache_root() / "build" / "rootfs-cache")
+    assert b.boots and b.report["outcome"] == "boots" and not b.rootfs_cached
+    img = b.image
+    assert_image_hygiene(plan, img)
+    # diskimage-builder made it (its manifests), and its tar's host device nodes are gone
+    assert "dib_environment" in debugfs(img, "ls /etc/dib-manifests")
+    dev = {n for n in debugfs(img, "ls /dev").split() if not n.startswith("(") and not n.isdigit()} - {".", ".."}
+    assert dev == {"console", "fd", "full", "null", "ptmx", "pts", "random", "shm", "stderr", "stdin", "stdout",
+                   "tty", "urandom", "zero"}
+    pkgs = dict(line.split(" ", 1) for line in (b.directory / "packages.txt").read_text().splitlines())
+    assert {"linux-image-amd64", "openssh-server", "initramfs-tools", "zstd"} <= set(pkgs)
+    assert "cloud-init" not in pkgs  # no `base` element
+    run(["e2fsck", "-fn", img])
+    report = _boot(img, "hd0").to_json()
+    _assert_report_shape(report)
+    assert report["reached_userspace"], report["failure"]
+    assert report["kernel_version"] == b.report["kernel"]["version"]
+    assert report["root_device"] == "/dev/xvda" and report["entry"]["index"] == 0
+    shutil.rmtree(b.directory)
 
 
 def test_build_fails_when_the_emulator_and_the_real_boot_disagree(boot_area: Path,

@@ -83,6 +83,23 @@ def test_good_boot_milestones_entry_and_probe() -> None:
     assert o.menu == "(hd0)/boot/grub/menu.lst"
 
 
+def test_kernel_messages_glued_to_the_probe_are_cut_off() -> None:
+    """hvc0 interleaves printk output with the probe's echo (seen on a real boot)."""
+    glued = [(t, text) for t, text in GOOD if "PVBUILD-PROBE" not in text] + [
+        (38.0, "PVBUILD-PROBE kernel=6.1.0-56-amd64[   35.1] random: crng init done"),
+        (38.1, "PVBUILD-PROBE cmdline=root=UUID=7c0a ro console=hvc0[   35.2] systemd[1]: Started foo."),
+        (38.2, "PVBUILD-PROBE root=/dev/xvda[   35.065705] systemd[1]: modprobe@dm_mod.service: Deactivated."),
+        (38.3, "PVBUILD-PROBE init=/usr/lib/systemd/systemd"),
+        (38.4, "PVBUILD-PROBE-END"),
+    ]
+    o = analyse(_transcript(LOADER + KERNEL + glued, "probe"), 300)
+    assert o.reached_userspace
+    assert (o.kernel_version, o.cmdline, o.root_device) == ("6.1.0-56-amd64", "root=UUID=7c0a ro console=hvc0",
+                                                            "/dev/xvda")
+    assert console.probe_value("root", "  /dev/xvda2  ") == "/dev/xvda2"
+    assert console.probe_value("cmdline", "ro  quiet") == "ro  quiet"
+
+
 def test_fallback_entry_is_the_one_reported() -> None:
     guest = [*LOADER, (12.0, "  Booting `Debian GNU/Linux 12 (newest kernel)'"),
              (13.0, "error: file `/boot/vmlinuz' not found."),

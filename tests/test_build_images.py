@@ -32,7 +32,7 @@ from pvbuild.planmodel import Plan
 from pvbuild.pvgrub.check import check_image
 from pvbuild.pvgrub.initrd import inspect_initrd
 from pvbuild.pvgrub.profiles import Profile
-from tests.buildplans import debian12
+from tests.buildplans import assert_image_hygiene, debian12, debugfs
 from tests.conftest import cache_root
 
 pytestmark = pytest.mark.slow
@@ -63,11 +63,6 @@ def _build(plan: Plan, area: Path) -> BuiltImage:
 def partitionless(area: Path) -> tuple[Plan, BuiltImage]:
     plan = debian12(area / "a")
     return plan, _build(plan, area)
-
-
-def debugfs(image: Path, request: str, offset: int = 0) -> str:
-    target = f"{image}?offset={offset}" if offset else str(image)
-    return run(["debugfs", "-R", request, target], capture=True).stdout.decode()
 
 
 def _error_codes(report: dict[str, Any]) -> list[str]:
@@ -124,36 +119,7 @@ def test_initrd_is_small_and_has_exactly_the_listed_modules(partitionless: tuple
 
 def test_image_hygiene(partitionless: tuple[Plan, BuiltImage]) -> None:
     plan, b = partitionless
-    img = b.image
-    assert "ssh_host_" not in debugfs(img, "ls /etc/ssh")
-    unit = debugfs(img, "cat /etc/systemd/system/pvbuild-ssh-hostkeys.service")
-    assert "ssh-keygen -A" in unit and "Before=ssh.service" in unit
-    assert "pvbuild-ssh-hostkeys" in debugfs(img, "ls /etc/systemd/system/multi-user.target.wants")
-    assert debugfs(img, "cat /etc/machine-id") == ""
-    assert "not found" in run(["debugfs", "-R", "stat /etc/resolv.conf", img], capture=True).stderr.decode()
-    assert debugfs(img, "cat /etc/hostname") == "pvtest\n"
-    lists = debugfs(img, "ls /var/lib/apt/lists").split()
-    assert [n for n in lists if not n.startswith("(") and not n.isdigit()] == [".", "..", "partial"]
-    tmp = debugfs(img, "ls /tmp").split()
-    assert [n for n in tmp if not n.startswith("(") and not n.isdigit()] == [".", ".."]
-    for line in debugfs(img, "ls -l /var/log").splitlines():
-        parts = line.split()
-        if len(parts) >= 6 and parts[1].startswith("100"):
-            assert parts[5] == "0", line  # every log file empty (inode, mode, (links), uid, gid, size)
-    assert "policy-rc.d" not in debugfs(img, "ls /usr/sbin")
-    assert debugfs(img, "cat /boot/grub/menu.lst") == plan.menu.text
-    assert f"UUID={plan.disk.root.uuid}\t/\text4" in debugfs(img, "cat /etc/fstab")
-    assert debugfs(img, "cat /root/.ssh/authorized_keys").strip() == plan.root_ssh_authorized_keys[0]
-    assert debugfs(img, "cat /home/admin/.ssh/authorized_keys").strip() == plan.users[0].ssh_authorized_keys[0]
-    assert debugfs(img, "cat /etc/motd") == "Built by pvbuild's tests.\n"
-    assert "link_in_boot = yes" in debugfs(img, "cat /etc/kernel-img.conf")
-    conf = debugfs(img, "cat /etc/initramfs-tools/conf.d/pvgrub")
-    assert "MODULES=list" in conf and "COMPRESS=zstd" in conf
-    assert [ln for ln in debugfs(img, "cat /etc/initramfs-tools/modules").splitlines()
-            if not ln.startswith("#")] == list(plan.initrd.modules)
-    for link in ("vmlinuz", "vmlinuz.old", "initrd.img", "initrd.img.old"):
-        assert "Type: symlink" in debugfs(img, f"stat /boot/{link}"), link
-    run(["e2fsck", "-fn", img])
+    assert_image_hygiene(plan, b.image)
 
 
 def test_rebuild_is_byte_identical(partitionless: tuple[Plan, BuiltImage], area: Path) -> None:
@@ -310,7 +276,7 @@ def _spawn(out: Path, work: Path, cache: Path, xdg: Path) -> subprocess.Popen[st
         import sys
         sys.path[:0] = [{str(REPO)!r}, {str(REPO / "builder")!r}]
         from pathlib import Path
-        from tests.buildplans import debian12
+        from tests.buildplans import assert_image_hygiene, debian12, debugfs
         from pvbuild.build.pipeline import build
         b = build(debian12(Path({str(out)!r})), work_parent=Path({str(work)!r}), rootfs_cache=Path({str(cache)!r}))
         print("BUILT", b.sha256, flush=True)

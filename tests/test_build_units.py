@@ -224,7 +224,8 @@ def test_element_environment(tmp_path: Path) -> None:
 
 def test_elements_exist_and_are_posix_sh() -> None:
     for el in elements.DEFAULT_ELEMENTS:
-        scripts = [f for ph in elements.PHASES for f in (elements.ELEMENTS_DIR / el / ph).glob("*")]
+        phases = elements.HOST_PHASES + elements.PHASES
+        scripts = [f for ph in phases for f in (elements.ELEMENTS_DIR / el / ph).glob("*")]
         assert scripts, el
         for s in scripts:
             assert s.read_text().startswith("#!/bin/sh\n"), s

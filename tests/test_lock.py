@@ -158,7 +158,7 @@ def test_locked_builds_are_identical_and_a_lost_version_is_refused(plan: Any, tm
     assert not again.rootfs_cached and again.sha256 == first.sha256
     pkgs = (tmp_path / "one" / "packages.txt").read_text()
     assert all(f"{p['name']} {p['version']}" in pkgs for p in doc["packages"] if p["name"] == "linux-image-amd64")
-    from tests.test_build_images import debugfs  # the pins are removed from the image
+    from tests.buildplans import debugfs  # the pins are removed from the image
 
     listing = debugfs(first.image, "ls -l /etc/apt/preferences.d")
     assert "pvbuild-lock" not in listing

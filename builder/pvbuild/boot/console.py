@@ -35,6 +35,17 @@ _ROOT_MOUNT = re.compile(
 _INIT_STARTED = re.compile(r"(systemd\[1\]: |Welcome to |INIT: version )")
 _GRUB_ERROR = re.compile(r"^\s*error: (.*)$")
 _PROBE = re.compile(r"PVBUILD-PROBE (kernel|cmdline|root|init)=(.*)$")
+# A kernel message printed on hvc0 while the probe's echo was on its way lands on the same line, after the value
+# (`root=/dev/xvda[   35.065705] systemd[1]: ...`): the value ends where a printk timestamp starts.
+_PRINTK_TAIL = re.compile(r"\[\s*\d+\.\d+\].*$")
+
+
+def probe_value(key: str, raw: str) -> str:
+    """The probe's value without a kernel message glued to it; kernel, root and init are one word each."""
+    value = _PRINTK_TAIL.sub("", raw).strip()
+    if key != "cmdline" and value:
+        value = value.split()[0]
+    return value
 
 
 def clean(text: str) -> str:
@@ -155,7 +166,7 @@ def analyse(tr: Transcript, timeout: float) -> Outcome:
     for gl in lines:
         m = _PROBE.search(gl.text)
         if m is not None and m.group(1) not in probe:
-            probe[m.group(1)] = m.group(2).strip()
+            probe[m.group(1)] = probe_value(m.group(1), m.group(2))
     end = _has(lines, "PVBUILD-PROBE-END")
     loader = next((gl for gl in lines if "PVBUILD-LOADER" in gl.text and "PVBUILD-LOADER-FAIL" not in gl.text),
                   None)

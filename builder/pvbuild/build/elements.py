@@ -1,14 +1,19 @@
 """pvbuild's runner for the diskimage-builder-style elements in `elements/` (repo root).
 
-It runs them as diskimage-builder does, so the same elements can serve a diskimage-builder backend later: the
-hook folders of every element are merged into /tmp/in_target.d/<phase>/ inside the tree and the scripts run in
-the chroot in name order, phase by phase (install.d, post-install.d, finalise.d), with DIB-style environment
-variables (`element_environment`). The data the elements install (menu.lst, fstab, users, keys) is written by
-pvbuild into /tmp/in_target.d/pvbuild/ and named by variables such as DIB_PVGRUB_MENU_LST.
+It runs them as diskimage-builder does, so the same elements serve both backends (mmdebstrap with this runner,
+and `disk-image-create` in build/dib.py): extra-data.d scripts run on the build host with TMP_HOOKS_PATH set to
+the tree's /tmp/in_target.d; the hook folders of every element are merged into /tmp/in_target.d/<phase>/ inside
+the tree and the scripts run in the chroot in name order, phase by phase (pre-install.d, install.d,
+post-install.d, finalise.d), with DIB-style environment variables (`element_environment`); cleanup.d scripts
+run last, on the build host, with TARGET_ROOT set to the tree. The data the elements
+install (menu.lst, fstab, users, keys) is rendered by pvbuild into a host folder (`stage_data`, named by
+DIB_PVGRUB_DATA_DIR); the pvgrub-data element copies it to /tmp/in_target.d/pvbuild/, where variables such as
+DIB_PVGRUB_MENU_LST name the files.
 
 The chroot gets /proc, /sys, /dev and /dev/pts mounted, the host's resolv.conf (for apt), and a policy-rc.d that
 stops package scripts from starting daemons; all of it is undone in reverse order, also on Ctrl-C. The plan's
-file overlays are copied in after post-install.d, before finalise.d (so hygiene still applies to them).
+file overlays are copied in by the pvgrub-files element at the end of post-install.d, before finalise.d (so
+hygiene still applies to them).
 """
 
 from __future__ import annotations
@@ -27,8 +32,12 @@ from pvbuild.errors import UsageError
 from pvbuild.planmodel import Plan
 
 ELEMENTS_DIR = Path(__file__).resolve().parents[3] / "elements"
-DEFAULT_ELEMENTS = ("pvgrub-kernel", "pvgrub-initrd", "pvgrub-users", "pvgrub-menu", "pvgrub-fstab", "pvgrub-hygiene")
-PHASES = ("install.d", "post-install.d", "finalise.d")
+DEFAULT_ELEMENTS = ("pvgrub-data", "pvgrub-kernel", "pvgrub-initrd", "pvgrub-users", "pvgrub-files", "pvgrub-menu",
+                    "pvgrub-fstab", "pvgrub-hygiene")
+HOST_PHASES_BEFORE = ("extra-data.d",)  # run on the build host, outside the chroot, before the chroot's phases
+PHASES = ("pre-install.d", "install.d", "post-install.d", "finalise.d")  # run in the chroot
+HOST_PHASES_AFTER = ("cleanup.d",)  # run on the build host after them
+HOST_PHASES = HOST_PHASES_BEFORE + HOST_PHASES_AFTER
 IN_TARGET = "/tmp/in_target.d"
 DATA = f"{IN_TARGET}/pvbuild"
 POLICY_RC_D = "#!/bin/sh\n# pvbuild: no daemon starts while the image is built\nexit 101\n"
@@ -145,6 +154,7 @@ def element_environment(plan: Plan) -> dict[str, str]:
         "DIB_PVGRUB_FSTAB": f"{DATA}/fstab",
         "DIB_PVGRUB_USERS": f"{DATA}/users",
         "DIB_PVGRUB_SSH_KEYS_DIR": f"{DATA}/keys",
+        "DIB_PVGRUB_FILES": f"{DATA}/files",
         "DIB_PVGRUB_HOSTNAME": plan.hostname,
     }
 
@@ -199,21 +209,6 @@ def write_in_root(root: Path, path: str, data: bytes, mode: int = 0o644) -> Path
         os.close(fd)
     os.replace(tmp, dest)
     return dest
-
-
-def apply_overlays(plan: Plan, tree: Path, log: Log) -> None:
-    """Copy the plan's files into the image (content inline or from a file on the build host)."""
-    for ov in plan.files:
-        if ov.content is not None:
-            data = ov.content.encode()
-        else:
-            src = Path(ov.source)
-            if not src.is_file():
-                raise UsageError(f"file overlay source {src} does not exist or is not a regular file")
-            data = src.read_bytes()
-        mode = ov.mode if ov.mode is not None else 0o644
-        log.info(f"overlay: {ov.dest} ({len(data)} bytes, mode {mode:o})")
-        write_in_root(tree, ov.dest, data, mode & 0o7777)
 
 
 # --- the chroot -------------------------------------------------------------------------------------------
@@ -277,23 +272,48 @@ def chroot_run(tree: Path, argv: Sequence[str], env: dict[str, str], log: Log, *
 
 
 # --- the runner -------------------------------------------------------------------------------------------
-def _stage_data(plan: Plan, tree: Path) -> None:
-    data = resolve_in_root(tree, DATA)
-    if data.exists():
-        shutil.rmtree(data)
-    (data / "keys").mkdir(parents=True, mode=0o700)
-    (data / "menu.lst").write_text(plan.menu.text)
-    (data / "fstab").write_text(render_fstab(plan))
+def stage_data(plan: Plan, dest: Path) -> Path:
+    """Render the files the elements install (menu.lst, fstab, users, keys/NAME.keys) into the host folder `dest`
+    (made afresh); the pvgrub-data element copies them into the image's hook folder."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    (dest / "keys").mkdir(parents=True, mode=0o700)
+    (dest / "menu.lst").write_text(plan.menu.text)
+    (dest / "fstab").write_text(render_fstab(plan))
     users, keys = render_users(plan)
-    (data / "users").write_text(users)
+    (dest / "users").write_text(users)
     for name, text in keys.items():
-        (data / "keys" / f"{name}.keys").write_text(text)
+        (dest / "keys" / f"{name}.keys").write_text(text)
+    files = dest / "files"
+    files.mkdir()
+    listing = []
+    for i, ov in enumerate(plan.files):
+        if not ov.dest.startswith("/") or any(c in ov.dest for c in "\n\r\0"):
+            raise UsageError(f"file overlay destination {ov.dest!r} must be an absolute path on one line")
+        if ov.content is not None:
+            data = ov.content.encode()
+        else:
+            src = Path(ov.source)
+            if not src.is_file():
+                raise UsageError(f"file overlay source {src} does not exist or is not a regular file")
+            data = src.read_bytes()
+        (files / str(i)).write_bytes(data)
+        mode = (ov.mode if ov.mode is not None else 0o644) & 0o7777
+        listing.append(f"{i} {mode:o} {ov.dest}\n")
+    (files / "list").write_text("".join(listing))
+    return dest
+
+
+def check_elements(elements: Sequence[str], elements_dir: Path) -> None:
+    for el in elements:
+        if not (elements_dir / el).is_dir():
+            raise UsageError(f"element {el} not found in {elements_dir}")
 
 
 def _stage_hooks(tree: Path, elements: Sequence[str], elements_dir: Path) -> dict[str, list[str]]:
     """Merge the elements' hook folders into /tmp/in_target.d/<phase>/ as diskimage-builder does."""
     scripts: dict[str, list[str]] = {}
-    for phase in PHASES:
+    for phase in HOST_PHASES_BEFORE + PHASES + HOST_PHASES_AFTER:
         dest = resolve_in_root(tree, f"{IN_TARGET}/{phase}")
         dest.mkdir(parents=True, exist_ok=True)
         names: dict[str, str] = {}
@@ -307,40 +327,55 @@ def _stage_hooks(tree: Path, elements: Sequence[str], elements_dir: Path) -> dic
                 if f.name in names:
                     raise UsageError(f"elements {names[f.name]} and {el} both have {phase}/{f.name}")
                 names[f.name] = el
+                if phase in HOST_PHASES:
+                    continue  # run from the elements folder, never from the tree
                 shutil.copyfile(f, dest / f.name)
                 os.chmod(dest / f.name, 0o755)  # noqa: S103 - a script run in the chroot
         scripts[phase] = sorted(names)
     return scripts
 
 
-def run_elements(plan: Plan, tree: Path, log: Log, *, elements: Sequence[str] = DEFAULT_ELEMENTS,
+def run_elements(plan: Plan, tree: Path, log: Log, *, work: Path, elements: Sequence[str] = DEFAULT_ELEMENTS,
                  elements_dir: Path = ELEMENTS_DIR, extra_env: dict[str, str] | None = None) -> str:
-    """Run the elements' phases in the chroot; returns packages.txt (`name version` lines from dpkg-query)."""
-    for el in elements:
-        if not (elements_dir / el).is_dir():
-            raise UsageError(f"element {el} not found in {elements_dir}")
+    """Run the elements' phases (extra-data.d and cleanup.d on the host, the others in the chroot); returns
+    packages.txt (`name version` lines from dpkg-query). `work` is the build's work folder (the rendered data
+    goes there)."""
+    check_elements(elements, elements_dir)
     tmp = tree / "tmp"
     if tmp.is_symlink() or not tmp.is_dir():
         raise UsageError("/tmp in the image must be a folder")
+    data = stage_data(plan, work / "pvgrub-data")
     env = {**element_environment(plan), **(extra_env or {})}
     in_target = resolve_in_root(tree, IN_TARGET)
     try:
         scripts = _stage_hooks(tree, elements, elements_dir)
-        _stage_data(plan, tree)
         log.write("element environment: " + " ".join(f"{k}={v}" for k, v in sorted(env.items())))
+        host_env = {**env, "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+                    "TMP_HOOKS_PATH": str(in_target), "TARGET_ROOT": str(tree), "DIB_PVGRUB_DATA_DIR": str(data)}
+        _run_host_phases(HOST_PHASES_BEFORE, scripts, elements, elements_dir, host_env, log)
         with chroot_ready(tree, log):
             for phase in PHASES:
-                if phase == "finalise.d":
-                    apply_overlays(plan, tree, log)
                 for name in scripts[phase]:
                     log.info(f"element script {phase}/{name}")
                     chroot_run(tree, ["/bin/sh", f"{IN_TARGET}/{phase}/{name}"], env, log)
             query = ["dpkg-query", "-W", "--showformat=${Package} ${Version}\\n"]
             out = chroot_run(tree, query, env, log, capture=True)
+        _run_host_phases(HOST_PHASES_AFTER, scripts, elements, elements_dir, host_env, log)
     finally:
         if in_target.exists():
             shutil.rmtree(in_target)
+        shutil.rmtree(data, ignore_errors=True)
     return "\n".join(sorted(out.decode().splitlines())) + "\n"
+
+
+def _run_host_phases(phases: Sequence[str], scripts: dict[str, list[str]], elements: Sequence[str],
+                     elements_dir: Path, env: dict[str, str], log: Log) -> None:
+    """Run these phases' scripts on the build host, from the elements folder (never from the tree)."""
+    for phase in phases:
+        for name in scripts[phase]:
+            el = next(el for el in elements if (elements_dir / el / phase / name).is_file())
+            log.info(f"element script {phase}/{name} (build host)")
+            run(["/bin/sh", elements_dir / el / phase / name], log=log, env=env)
 
 
 def initrd_report(plan: Plan, tree: Path) -> list[tuple[str, str, int]]:

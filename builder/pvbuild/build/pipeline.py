@@ -140,15 +140,15 @@ def preflight(plan: Plan) -> None:
     from pvbuild.errors import EnvironmentProblem
 
     d = plan.distro
-    if d.backend != "mmdebstrap":
-        raise EnvironmentProblem(f"cannot build {d.family} {d.version} yet: the diskimage-builder backend (element "
-                                 f"{d.dib_element or 'none for this release'}) is needed and not built yet; today "
-                                 "pvbuild builds Debian with mmdebstrap (`pvbuild plan` shows the whole plan)")
-    if d.family != "debian":
+    if d.backend == "diskimage-builder":
+        from pvbuild.build import dib
+
+        dib.preflight(plan)
+    elif d.family != "debian":
         raise EnvironmentProblem(f"cannot build {d.family} {d.version} with mmdebstrap yet: pvbuild's elements "
-                                 "set up Debian only; the diskimage-builder backend is needed")
+                                 "configure Debian trees only (`pvbuild plan` shows the whole plan)")
     if os.geteuid() != 0:
-        raise EnvironmentProblem("pvbuild build must run as root: mmdebstrap --mode=root, chroot and mounts need it "
+        raise EnvironmentProblem(f"pvbuild build must run as root: {d.backend}, chroot and mounts need it "
                                  "(run it with sudo, or as root in a container/VM)")
     tools = ["mmdebstrap", "tar", "chroot", "mount", "umount", "mke2fs", "debugfs", "dumpe2fs", "e2fsck"]
     if plan.disk.table in ("mbr", "gpt"):
@@ -200,15 +200,23 @@ def build(plan: Plan, *, verbose: bool = False, console: TextIO | None = None, r
                 if fmt != "raw":
                     log.warn(f"output format {fmt!r} is not made by the build yet; writing the raw image only")
             with _staging_dir(final, log) as out:
-                with log.stage("rootfs (mmdebstrap or cache)"):
-                    tarball, cached = rootfs_mod.ensure_rootfs(plan, log, tmp_parent=work, refresh=refresh_rootfs,
-                                                               cache=rootfs_cache)
-                log.info(f"rootfs tarball {tarball} ({'cached' if cached else 'bootstrapped'})")
                 tree = work / "tree"
-                with log.stage("rootfs unpack"):
-                    rootfs_mod.unpack(tarball, tree, log)
-                with log.stage("elements (kernel, initrd, menu)"):
-                    packages = elements_mod.run_elements(plan, tree, log)
+                if plan.distro.backend == "diskimage-builder":
+                    from pvbuild.build import dib
+
+                    cached = False
+                    with log.stage("rootfs and elements (diskimage-builder)"):
+                        packages = dib.build_tree(plan, tree, work, log, refresh=refresh_rootfs,
+                                                  cache=rootfs_cache)
+                else:
+                    with log.stage("rootfs (mmdebstrap or cache)"):
+                        tarball, cached = rootfs_mod.ensure_rootfs(plan, log, tmp_parent=work,
+                                                                   refresh=refresh_rootfs, cache=rootfs_cache)
+                    log.info(f"rootfs tarball {tarball} ({'cached' if cached else 'bootstrapped'})")
+                    with log.stage("rootfs unpack"):
+                        rootfs_mod.unpack(tarball, tree, log)
+                    with log.stage("elements (kernel, initrd, menu)"):
+                        packages = elements_mod.run_elements(plan, tree, log, work=work)
                 initrds = elements_mod.initrd_report(plan, tree)
                 for link, path, size in initrds:
                     # Loaders read the initrd slowly (GRUB 2's Xen loader at ~2 MB/s): say so when it is big.
