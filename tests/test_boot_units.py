@@ -318,3 +318,26 @@ def test_stale_temporary_folders_of_dead_processes_are_removed(tmp_path: Path) -
 def test_root_on_a_logical_volume_counts_as_mounted() -> None:
     lvm = [(31.0, "[   9.1] EXT4-fs (dm-0): mounted filesystem with ordered data mode. Quota mode: none.")]
     assert analyse(_transcript(LOADER + KERNEL + lvm, "timeout"), 300).milestones["root_mounted_s"] == 31.0
+
+
+@pytest.mark.parametrize(("script", "variant", "words"), [
+    (None, "hd0", "no partition table"),
+    ("label: dos\nstart=2048, type=83\n", "hd00", "an MBR partition table"),
+    ("label: gpt\nstart=2048, size=4096, type=L\n", "hd00", "a GPT partition table"),
+])
+def test_the_loader_follows_the_images_layout(tmp_path: Path, script: str | None, variant: str, words: str) -> None:
+    from pvbuild.boot.run import choose_variant, variant_for
+    from pvbuild.build.run import Log
+
+    image = tmp_path / "disk.raw"
+    with open(image, "wb") as f:
+        f.truncate(8 * 1024 * 1024)
+    if script is not None:
+        subprocess.run(["sfdisk", "-q", str(image)], input=script.encode(), check=True)
+    got, why = variant_for(image)
+    assert got == variant and words in why
+    assert choose_variant(image, None, Log()) == (variant, f"chosen: {why}")
+    assert choose_variant(image, variant, Log()) == (variant, "given")
+    other = "hd0" if variant == "hd00" else "hd00"
+    chosen, reason = choose_variant(image, other, Log())
+    assert chosen == other and f"{variant} expected" in reason

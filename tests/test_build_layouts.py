@@ -390,7 +390,10 @@ def test_gpt_image_boots_with_pvbuild_boot(area: Path) -> None:
 @pytest.mark.parametrize("fstype", ["reiserfs", "jfs"])
 def test_boot_filesystem_image_boots(area: Path, fstype: str) -> None:
     """Built with mkfs and filled through libguestfs; the emulator's ReiserFS/JFS readers boot it under every
-    version of the hd00 AKI (1.03 through the `boot -> .` link)."""
+    version of the hd00 AKI (1.03 through the `boot -> .` link), and a real Xen PV boot (`pvbuild boot`, hd00:
+    its loader has GRUB's reiserfs and jfs modules) reads the kernel and initrd from it and reaches userspace."""
+    from pvbuild.boot.run import boot_image, prepare
+
     plan = _plan(area, f"boot-{fstype}", _boot_fs(fstype))
     b = _build(plan, area)
     report = b.report
@@ -407,6 +410,14 @@ def test_boot_filesystem_image_boots(area: Path, fstype: str) -> None:
             plan.output, directory=str(area / "out" / "boot-reiserfs-again"))), area)
         assert again.sha256 == b.sha256
         shutil.rmtree(again.directory)
+    cache = cache_root() / "boot"
+    cache.mkdir(parents=True, exist_ok=True)
+    prepare(Log(cache / "prepare.log"), cache=cache)
+    real = boot_image(image, variant="hd00", timeout=300.0, log=Log(image.with_suffix(".boot.log")),
+                      cache=cache).to_json()
+    assert real["reached_userspace"], real["failure"]
+    assert real["kernel_version"] == report["kernel"]["version"] and real["entry"]["index"] == 0
+    assert real["root_device"] == "/dev/xvda2"  # /boot is the first partition, / the second
     shutil.rmtree(b.directory)
 
 

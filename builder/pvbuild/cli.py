@@ -56,10 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     bo = sub.add_parser("boot", help="really boot a raw image as a Xen PV guest (QEMU, Xen, GRUB 2 legacy loader)",
                         description="Boot IMAGE read-only (through a copy-on-write overlay) as a Xen PV guest on a "
                                     "cached Xen test host under QEMU, and report whether it reached userspace.")
-    bo.add_argument("image", metavar="IMAGE", nargs="?", help="raw disk image (partitionless or MBR)")
-    bo.add_argument("--variant", default="hd0", choices=["hd0", "hd00"],
+    bo.add_argument("image", metavar="IMAGE", nargs="?", help="raw disk image (partitionless, MBR or GPT)")
+    bo.add_argument("--variant", default=None, choices=["hd0", "hd00"],
                     help="loader: hd0 reads (hd0)/boot/grub/menu.lst, hd00 (hd0,0)/boot/grub/menu.lst or "
-                         "(hd0,0)/grub/menu.lst (default: hd0)")
+                         "(hd0,0)/grub/menu.lst (default: hd00 for an image with a partition table, else hd0)")
     bo.add_argument("--arch", default="x86_64", choices=["x86_64"], help="guest architecture (x86_64)")
     bo.add_argument("--timeout", type=float, default=300.0, metavar="S",
                     help="seconds the guest gets to reach userspace (300)")

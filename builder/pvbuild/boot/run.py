@@ -18,6 +18,7 @@ never activates LVM), and an init that is not systemd, leave the guest "userspac
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -47,6 +48,7 @@ class BootResult:
     console_log: str | None
     dom0: dict[str, Any]
     wall_s: float
+    variant_reason: str = ""  # why this loader: given, or chosen from the image's partition table
 
     @property
     def reached_userspace(self) -> bool:
@@ -71,15 +73,16 @@ class BootResult:
             "console_log": self.console_log,
             # beyond the contract, for people reading the report
             "image": self.image,
+            "variant_reason": self.variant_reason,
             "menu": o.menu,
             "dom0": self.dom0,
             "wall_s": round(self.wall_s, 2),
         }
 
 
-def check_input(image: Path, variant: str, arch: str, timeout: float) -> None:
-    """Bad input is exit 2, before anything starts."""
-    if variant not in host_mod.VARIANTS:
+def check_input(image: Path, variant: str | None, arch: str, timeout: float) -> None:
+    """Bad input is exit 2, before anything starts (`variant` None: chosen from the image later)."""
+    if variant is not None and variant not in host_mod.VARIANTS:
         raise UsageError(f"--variant {variant!r}: choose hd0 (partitionless disk) or hd00 (first partition)")
     if arch != "x86_64":
         raise UsageError(f"--arch {arch!r}: the Xen test host boots x86_64 guests only (Linux dropped 32-bit PV "
@@ -153,15 +156,46 @@ def _save_console(image: Path, text: str, log: Log) -> Path:
     raise EnvironmentProblem("cannot write the guest console log next to the image nor in pvbuild's cache")
 
 
-def boot_image(image: Path, *, variant: str = "hd0", arch: str = "x86_64", timeout: float = 300.0,
+def variant_for(image: Path) -> tuple[str, str]:
+    """The loader an image needs: hd00 when it has a partition table (MBR or GPT: PV-GRUB's (hd0,0)), hd0 when
+    it is one filesystem; with the reason, for the report."""
+    from pvbuild.pvgrub.blockio import Disk
+    from pvbuild.pvgrub.disk import Scheme, read_layout
+
+    with Disk(image) as disk:
+        layout = read_layout(disk)
+    if layout.scheme is Scheme.NONE:
+        return "hd0", "the image has no partition table"
+    return "hd00", f"the image has {'an MBR' if layout.scheme is Scheme.MBR else 'a GPT'} partition table"
+
+
+def choose_variant(image: Path, variant: str | None, log: Log) -> tuple[str, str]:
+    """`variant` when given (with a warning when the image's layout wants the other loader), else the image's."""
+    wanted, why = variant_for(image)
+    if variant is None:
+        log.say(f"boot: {wanted} loader ({why}; --variant chooses another)")
+        return wanted, f"chosen: {why}"
+    if variant != wanted:
+        log.warn(f"--variant {variant} given, but {why}: the {variant} loader "
+                 + ("reads the whole disk as one filesystem" if variant == "hd0" else "reads the first partition")
+                 + f"; the image most likely needs --variant {wanted}")
+        return variant, f"given ({why}: {wanted} expected)"
+    return variant, "given"
+
+
+def boot_image(image: Path, *, variant: str | None = None, arch: str = "x86_64", timeout: float = 300.0,
                log: Log | None = None, cache: Path | None = None, use_snapshot: bool = True,
                accel: str | None = None, work_parent: Path | None = None) -> BootResult:
-    """Boot `image` read-only on the Xen test host (prepared first when missing) and report what happened."""
+    """Boot `image` read-only on the Xen test host (prepared first when missing) and report what happened.
+    `variant` None: hd00 for a partitioned image, hd0 for a partitionless one (`variant_for`)."""
     image = Path(os.path.abspath(image))
     check_input(image, variant, arch, timeout)
     check_tools()
+    log = log or Log()
+    chosen, reason = choose_variant(image, variant, log)
     with sigterm_as_interrupt():  # SIGTERM unwinds like Ctrl-C: QEMU stopped, overlays and folders removed
-        return _boot_image(image, variant, timeout, log or Log(), cache, use_snapshot, accel, work_parent)
+        result = _boot_image(image, chosen, timeout, log, cache, use_snapshot, accel, work_parent)
+    return dataclasses.replace(result, variant_reason=reason)
 
 
 def _boot_image(image: Path, variant: str, timeout: float, log: Log, cache: Path | None, use_snapshot: bool,

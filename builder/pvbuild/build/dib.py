@@ -17,7 +17,7 @@ What diskimage-builder is given (`dib_environment`):
   recipe's packages with `-p`;
 - its image cache under $XDG_CACHE_HOME/pvbuild/dib/<key of archive, release, arch, components>, with the
   bootstrap tarball cached (DIB_DEBOOTSTRAP_CACHE). Like pvbuild's rootfs cache, it does not notice a mirror that
-  moved on: `--refresh-rootfs` empties it first.
+  moved on: deleting that folder (or `build(refresh_rootfs=True)`) bootstraps again.
 DIB_* variables of the calling shell are not passed on, so a build does not depend on who runs it.
 
 Unlike the mmdebstrap backend, a diskimage-builder tree is not reproducible byte for byte (diskimage-builder
@@ -70,15 +70,15 @@ def disk_image_create() -> Path:
 def preflight(plan: Plan) -> None:
     """What a diskimage-builder build needs here, checked before any work."""
     d = plan.distro
+    if not d.dib_element:
+        raise EnvironmentProblem(f"diskimage-builder has no element for {d.family} {d.version} (`pvbuild plan` "
+                                 "names the element of each release)")
     if d.family not in APT_FAMILIES:
         raise EnvironmentProblem(
             f"cannot build {d.family} {d.version} with diskimage-builder yet: pvbuild's elements configure Debian "
             "trees (dpkg, update-initramfs, linux-update-symlinks); "
             f"{d.family} needs {plan.initrd.tool} support in pvgrub-kernel/pvgrub-initrd first "
             "(`pvbuild plan` shows the whole plan)")
-    if not d.dib_element:
-        raise EnvironmentProblem(f"diskimage-builder has no element for {d.family} {d.version}: use "
-                                 "`distro.backend: mmdebstrap`")
     disk_image_create()
     for tool in DIB_HOST_TOOLS:
         try:
