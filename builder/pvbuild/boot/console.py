@@ -259,7 +259,8 @@ def diagnose(tr: Transcript, kernel_started: bool, root_mounted: bool, timeout: 
     if tr.roots == 0:
         fss = "; ".join(tr.filesystems) or "no filesystem found"
         return ("userspace not proven: pvbuild found no root filesystem on the disk to put its probe in "
-                f"({fss}); the probe needs an ext2/3/4, XFS or btrfs root with /etc and an init")
+                f"({fss}); the probe needs an ext2/3/4, XFS or btrfs root (on the disk, a partition or an LVM "
+                "logical volume) with /etc and an init")
     if tr.filesystems and all("systemd=no" in f for f in tr.filesystems if " root " in f):
         return ("userspace not proven: the root filesystem's init is not systemd, and pvbuild's probe is a "
                 "systemd unit")

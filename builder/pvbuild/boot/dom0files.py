@@ -132,39 +132,63 @@ menu_titles() {  # $1=id $2=device $3=mount point: the titles of the menu.lst fi
   done
 }
 
-inject() {  # $1=id $2=disk: print menus, drop the probe into every root-looking filesystem of the disk
-  local id=$1 disk=$2 dev fstype mnt=/run/pvbuild/mnt roots=0 init
-  for dev in "$disk" $(lsblk -lnpo NAME,TYPE "$disk" | awk '$2 == "part" {print $1}'); do
-    fstype=$(blkid -p -o value -s TYPE "$dev" 2>/dev/null) || fstype=
-    [ -n "$fstype" ] || continue
-    if ! mount -t "$fstype" "$dev" "$mnt" 2>/run/pvbuild/mount.err; then
-      echo "PVBOOT FS $id $dev $fstype unmountable: $(head -c 200 /run/pvbuild/mount.err | tr '\n' ' ')"
-      continue
-    fi
-    menu_titles "$id" "$dev" "$mnt"
-    init=none
-    for f in sbin/init usr/sbin/init usr/lib/systemd/systemd lib/systemd/systemd; do
-      if [ -e "$mnt/$f" ] || [ -L "$mnt/$f" ]; then init=/$f; break; fi
-    done
-    if [ -d "$mnt/etc" ] && [ "$init" != none ]; then
-      mkdir -p "$mnt/etc/systemd/system/sysinit.target.wants"
-      base64 -d > "$mnt@PROBE_PATH@" <<'EOF'
+probe_fs() {  # $1=id $2=device $3=fstype: mount it, print its menus, drop the probe in when it looks like a root
+  local id=$1 dev=$2 fstype=$3 mnt=/run/pvbuild/mnt init
+  if ! mount -t "$fstype" "$dev" "$mnt" 2>/run/pvbuild/mount.err; then
+    echo "PVBOOT FS $id $dev $fstype unmountable: $(head -c 200 /run/pvbuild/mount.err | tr '\n' ' ')"
+    return
+  fi
+  menu_titles "$id" "$dev" "$mnt"
+  init=none
+  for f in sbin/init usr/sbin/init usr/lib/systemd/systemd lib/systemd/systemd; do
+    if [ -e "$mnt/$f" ] || [ -L "$mnt/$f" ]; then init=/$f; break; fi
+  done
+  if [ -d "$mnt/etc" ] && [ "$init" != none ]; then
+    mkdir -p "$mnt/etc/systemd/system/sysinit.target.wants"
+    base64 -d > "$mnt@PROBE_PATH@" <<'EOF'
 @PROBE_B64@
 EOF
-      chmod 0755 "$mnt@PROBE_PATH@"
-      base64 -d > "$mnt/etc/systemd/system/@PROBE_UNIT_NAME@" <<'EOF'
+    chmod 0755 "$mnt@PROBE_PATH@"
+    base64 -d > "$mnt/etc/systemd/system/@PROBE_UNIT_NAME@" <<'EOF'
 @UNIT_B64@
 EOF
-      ln -sf ../@PROBE_UNIT_NAME@ "$mnt/etc/systemd/system/sysinit.target.wants/@PROBE_UNIT_NAME@"
-      systemd=no
-      if [ -e "$mnt/usr/lib/systemd/systemd" ] || [ -e "$mnt/lib/systemd/systemd" ]; then systemd=yes; fi
-      echo "PVBOOT FS $id $dev $fstype root probe=injected systemd=$systemd"
-      roots=$((roots + 1))
-    else
-      echo "PVBOOT FS $id $dev $fstype other"
-    fi
-    sync
-    umount "$mnt" || umount -l "$mnt"
+    ln -sf ../@PROBE_UNIT_NAME@ "$mnt/etc/systemd/system/sysinit.target.wants/@PROBE_UNIT_NAME@"
+    systemd=no
+    if [ -e "$mnt/usr/lib/systemd/systemd" ] || [ -e "$mnt/lib/systemd/systemd" ]; then systemd=yes; fi
+    echo "PVBOOT FS $id $dev $fstype root probe=injected systemd=$systemd"
+    roots=$((roots + 1))
+  else
+    echo "PVBOOT FS $id $dev $fstype other"
+  fi
+  sync
+  umount "$mnt" || umount -l "$mnt"
+}
+
+probe_lvm() {  # $1=id $2=physical volume: activate its volume group, probe every LV, deactivate it again
+  local id=$1 pv=$2 vg lv fstype
+  vg=$(pvs --noheadings -o vg_name "$pv" 2>/dev/null | tr -d ' ')
+  if [ -z "$vg" ] || ! vgchange -ay "$vg" > /run/pvbuild/lvm.err 2>&1; then
+    echo "PVBOOT FS $id $pv LVM2_member unmountable: no volume group could be activated:" \
+      "$(head -c 200 /run/pvbuild/lvm.err 2>/dev/null | tr '\n' ' ')"
+    return
+  fi
+  for lv in $(lvs --noheadings -o lv_path "$vg" 2>/dev/null); do
+    fstype=$(blkid -p -o value -s TYPE "$lv" 2>/dev/null) || fstype=
+    [ -n "$fstype" ] && probe_fs "$id" "$lv" "$fstype"
+  done
+  vgchange -an "$vg" > /dev/null 2>&1 || echo "PVBOOT FS $id $pv LVM2_member: volume group $vg stays active"
+}
+
+inject() {  # $1=id $2=disk: print menus, drop the probe into every root-looking filesystem of the disk
+  local id=$1 disk=$2 dev fstype
+  roots=0
+  for dev in "$disk" $(lsblk -lnpo NAME,TYPE "$disk" | awk '$2 == "part" {print $1}'); do
+    fstype=$(blkid -p -o value -s TYPE "$dev" 2>/dev/null) || fstype=
+    case "$fstype" in
+      '') ;;
+      LVM2_member) probe_lvm "$id" "$dev" ;;
+      *) probe_fs "$id" "$dev" "$fstype" ;;
+    esac
   done
   echo "PVBOOT ROOTS $id $roots"
 }

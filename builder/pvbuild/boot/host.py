@@ -42,6 +42,7 @@ DOM0_PACKAGES = (
     "linux-image-amd64", "xen-system-amd64", "xen-utils-common", "xenstore-utils", "grub-xen-bin",
     "grub-common", "systemd-sysv", "udev", "kmod", "initramfs-tools", "util-linux", "procps", "e2fsprogs",
     "xfsprogs", "btrfs-progs",
+    "lvm2",  # the runner activates a guest's volume group to put the probe into a root on LVM
 )
 DOM0_IMAGE_BYTES = 3 * 1024**3
 VARIANTS = ("hd0", "hd00")
@@ -216,6 +217,9 @@ def _customize(tree: Path, log: Log) -> None:
     _write(tree / "etc/hostname", "pvbuild-xenhost\n")
     _write(tree / "etc/fstab", "/dev/vda / ext4 defaults 0 1\n")
     _write(tree / "etc/modules-load.d/pvbuild.conf", dom0files.DOM0_MODULES)
+    # dom0 never activates a guest's volume groups by itself (lvm2's udev rule would, on hot-plug, and keep them
+    # active while the guest runs): the runner activates one around the probe and deactivates it before the boot
+    _write(tree / "etc/udev/rules.d/69-lvm.rules", "# pvbuild: no event activation of LVM in dom0\n")
     _write(tree / dom0files.RUNNER_PATH.lstrip("/"), dom0files.runner_script(), 0o755)
     _write(tree / dom0files.BLOCK_SCRIPT_PATH.lstrip("/"), dom0files.BLOCK_SCRIPT, 0o755)
     _write(tree / "etc/systemd/system" / dom0files.RUNNER_UNIT_NAME, dom0files.RUNNER_UNIT)

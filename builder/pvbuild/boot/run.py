@@ -8,11 +8,12 @@ root device on the console) must go into the overlay, never into the image. On t
 writable view of a qcow2 file's filesystem: no /dev/nbd here (qemu-nbd), debugfs writes raw files only (a raw
 copy costs a read and write of all the image's data on every boot), and libguestfs boots its own appliance. The
 dom0 of the test host already sees the overlay as a block device and runs the same Debian kernel as the guests,
-so it mounts every filesystem of the disk (whole disk and partitions: partitionless and MBR alike; ext2/3/4,
-XFS, btrfs), drops the probe into each one that looks like a root filesystem (/etc and an init), and unmounts
-before `xl create`. A separate /boot is no problem (the probe goes to the root, wherever it is). Limitations,
-reported as such: a root filesystem dom0 cannot mount read-write (squashfs, LUKS, or a logical volume: dom0
-never activates LVM), and an init that is not systemd, leave the guest "userspace not proven" even when it boots.
+so it mounts every filesystem of the disk (whole disk and partitions: partitionless, MBR and GPT alike; ext2/3/4,
+XFS, btrfs, and the logical volumes of an LVM physical volume, whose volume group dom0 activates for the
+injection and deactivates again), drops the probe into each one that looks like a root filesystem (/etc and an
+init), and unmounts before `xl create`. A separate /boot is no problem (the probe goes to the root, wherever it
+is). Limitations, reported as such: a root filesystem dom0 cannot mount read-write (squashfs, LUKS), and an init
+that is not systemd, leave the guest "userspace not proven" even when it boots.
 """
 
 from __future__ import annotations
