@@ -132,27 +132,22 @@ class FileLayer:
     def _mount(self, vol: Volume) -> Filesystem:
         """attempt_mount: the first driver of the PV build's fsys_table whose mount accepts the volume.
 
-        The drivers pvbuild emulates (ext2fs, xfs, reiserfs, jfs) then read files; a volume another driver would
-        take (fat, minix, iso9660, ...) is an emulator limit, said as such. A mount function whose read failed leaves
-        GRUB's errnum set, and the device fails with that error rather than Error 17 (probe.py).
+        The drivers pvbuild emulates (those with a reader module: fs/ext2.py for ext2fs, fs/NAME.py for the others)
+        then read files; a volume another driver would take (ufs2, ffs, vstafs ...) is an emulator limit, said as
+        such. A mount function whose read failed leaves GRUB's errnum set, and the device fails with that error
+        rather than Error 17 (probe.py).
         """
-        from pvbuild.pvgrub.fs import ext2, jfs, probe, reiserfs, xfs
+        from pvbuild.pvgrub.fs import probe
 
         outcome = probe.grub_mount_sequence(vol, arch=self.profile.arch)
         fs: Filesystem | None = None
-        if outcome.driver == probe.GrubDriver.EXT2FS:
-            fs = ext2.mount(vol)
-        elif outcome.driver == probe.GrubDriver.XFS:
-            fs = xfs.mount(vol, arch=self.profile.arch)
-        elif outcome.driver in (probe.GrubDriver.REISERFS, probe.GrubDriver.JFS):
-            fs = (reiserfs.mount(vol, arch=self.profile.arch) if outcome.driver == probe.GrubDriver.REISERFS
-                  else jfs.mount(vol))
-            if fs is None:  # not reached: the probe runs these same mount functions
-                raise EmulatorLimit(f"{vol.name}: the {outcome.driver} mount refused a volume the probe accepted")
-        elif outcome.driver is not None:
-            raise EmulatorLimit(f"{vol.name} holds a filesystem PV-GRUB reads with its {outcome.driver} driver, "
-                                "which pvbuild's emulator does not implement yet: the verdict past this point is "
-                                "unknown (prove it with `pvbuild boot`)")
+        if outcome.driver is not None:
+            mount = probe.reader_mount(outcome.driver)
+            if mount is None:
+                raise EmulatorLimit(f"{vol.name} holds a filesystem PV-GRUB reads with its {outcome.driver} driver, "
+                                    "which pvbuild's emulator does not implement yet: the verdict past this point "
+                                    "is unknown (prove it with `pvbuild boot`)")
+            fs = mount(vol, arch=self.profile.arch)
         if fs is not None:
             return fs
         ident = probe.identify(vol)

@@ -300,7 +300,7 @@ def _slice_allows_ext2(part_type: int | None) -> bool:
     return any(part_type == (bsd | (fs << 8)) for bsd in (0xA5, 0xA6, 0xA9) for fs in (17, 10))
 
 
-def mount(vol: Volume) -> Ext2Filesystem | None:
+def mount(vol: Volume, *, arch: str = "x86_64") -> Ext2Filesystem | None:
     """GRUB's ext2fs_mount (fsys_ext2fs.c:412-429): None exactly when it returns 0.
 
     The checks, in order: the partition type (`_slice_allows_ext2`), `part_length < 4` sectors, reading the

@@ -529,7 +529,7 @@ def _grub_mount(vol: Volume, fsys_buf: bytes) -> tuple[_Run, bool]:
     return run, True
 
 
-def mount(vol: Volume) -> JfsFilesystem | None:
+def mount(vol: Volume, *, arch: str = "x86_64") -> JfsFilesystem | None:
     """GRUB's jfs_mount: a filesystem exactly when the C function returns 1; a failed read raises GrubError."""
     from pvbuild.pvgrub.fs import probe
 

@@ -21,6 +21,8 @@ Two different questions, two different rule sets:
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +32,7 @@ from typing import Literal
 from pvbuild.pvgrub.blockio import SECTOR, Volume
 from pvbuild.pvgrub.errors import Err, GrubError
 from pvbuild.pvgrub.fs import xfs
-from pvbuild.pvgrub.fs.base import FsIdentity
+from pvbuild.pvgrub.fs.base import Filesystem, FsIdentity
 
 # =========================================================================================================
 # GRUB's side: fsys_table of the PV build
@@ -52,12 +54,24 @@ class GrubDriver(StrEnum):
     FFS = "ffs"
 
     @property
+    def reader(self) -> str:
+        """The module of pvbuild's reader for this driver: pvbuild.pvgrub.fs.<reader> (fsys_<name>.c's twin)."""
+        return "ext2" if self is GrubDriver.EXT2FS else self.value
+
+    @property
     def emulated(self) -> bool:
-        """True if pvbuild reads files through this driver; False if it only recognises the volume."""
-        return self.value in EMULATED_DRIVERS
+        """True if pvbuild reads files through this driver (its reader module exists); False if it only
+        recognises the volume."""
+        return importlib.util.find_spec(f"pvbuild.pvgrub.fs.{self.reader}") is not None
 
 
-EMULATED_DRIVERS = frozenset({"ext2fs", "xfs", "reiserfs", "jfs"})
+def reader_mount(driver: GrubDriver) -> Callable[..., Filesystem | None] | None:
+    """The `mount(vol, *, arch)` of the driver's reader module, or None when pvbuild has no reader for it."""
+    if not driver.emulated:
+        return None
+    module = importlib.import_module(f"pvbuild.pvgrub.fs.{driver.reader}")
+    mount: Callable[..., Filesystem | None] = module.mount
+    return mount
 
 # disk_io.c fsys_table (l.48-89) with the FSYS_* the stubdom Makefile defines; tftp (first in the table) is
 # omitted: tftp_mount succeeds only on the network drive. FSYS_BTRFS is not defined by the Makefile.
