@@ -326,7 +326,9 @@ def test_probe_order_of_the_pv_build() -> None:
     only the network drive) left out, btrfs (61btrfs patched in, FSYS_BTRFS not defined) absent."""
     assert [d.value for d in GRUB_PROBE_ORDER] == [
         "fat", "ext2fs", "minix", "reiserfs", "vstafs", "jfs", "xfs", "ufs2", "iso9660", "ffs"]
-    assert [d.value for d in GRUB_PROBE_ORDER if d.emulated] == ["ext2fs", "reiserfs", "jfs", "xfs"]
+    assert [d.value for d in GRUB_PROBE_ORDER if d.emulated] == [
+        "fat", "ext2fs", "minix", "reiserfs", "jfs", "xfs", "iso9660"]
+    assert [d.value for d in GRUB_PROBE_ORDER if not d.emulated] == ["vstafs", "ufs2", "ffs"]
     assert "btrfs" not in GRUB_PROBE_ORDER and "tftp" not in GRUB_PROBE_ORDER
     assert GrubDriver("xfs") is GrubDriver.XFS and f"{GrubDriver.FAT}" == "fat"
 
@@ -351,7 +353,7 @@ def test_grub_mount_sequence(name: str) -> None:
     assert (out.driver.value if out.driver else None) == want
     if want is None:
         assert out.errnum in (Err.FSYS_MOUNT, Err.GEOM), out  # GEOM: iso9660_devread past a tiny disk's end
-    emulated = want in ("ext2fs", "xfs", "reiserfs", "jfs")
+    emulated = want in ("fat", "ext2fs", "minix", "xfs", "reiserfs", "jfs", "iso9660")
     assert probe.grub_recognises(vol) == (None if emulated else want)
 
 

@@ -14,10 +14,11 @@ from pvbuild.pvgrub.profiles import Profile
 from tests.test_fs_probe import image
 
 
-@pytest.mark.parametrize("name", ["reiserfs-3.6", "reiserfs-3.5", "reiserfs-jr", "jfs"])
-def test_empty_reiserfs_and_jfs_are_read(name: str) -> None:
-    """ReiserFS and JFS are read by the emulator (fs/reiserfs.py, fs/jfs.py): a freshly made, empty one has no
-    menu.lst, which is the finding (not fs-unsupported)."""
+@pytest.mark.parametrize("name", ["reiserfs-3.6", "reiserfs-3.5", "reiserfs-jr", "jfs", "fat12", "fat16", "fat32",
+                                  "minix1", "iso9660"])
+def test_empty_filesystems_pvgrub_reads_are_read(name: str) -> None:
+    """ReiserFS, JFS, FAT, minix v1 and ISO 9660 are read by the emulator (fs/reiserfs.py, jfs.py, fat.py,
+    minix.py, iso9660.py): a freshly made, empty one has no menu.lst, which is the finding (not fs-unsupported)."""
     r = check_image(image(name), Profile()).to_json()
     assert r["outcome"] == "hang-prompt"
     found = [f["code"] for f in r["findings"]]
@@ -30,11 +31,9 @@ def test_empty_reiserfs_and_jfs_are_read(name: str) -> None:
     ("luks2", "fs-unsupported", "LUKS"),
     ("swap", "fs-unsupported", "swap"),
     ("squashfs", "fs-unsupported", "squashfs"),
-    ("fat32", "fs-unsupported", "fat"),
 ])
 def test_unreadable_boot_filesystems_are_named(name: str, code: str, words: str) -> None:
-    """PVGRUB.md §5: anything but ext2/3/4, XFS v4, ReiserFS and JFS is named in the finding (never a crash); fat
-    is read by PV-GRUB but not yet by the emulator, which says so instead of guessing."""
+    """PVGRUB.md §5: what no driver of PV-GRUB mounts is named in the finding (never a crash)."""
     r = check_image(image(name), Profile()).to_json()
     assert r["outcome"] == "hang-prompt"
     errs = [f for f in r["findings"] if f["code"] == code]

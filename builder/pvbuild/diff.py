@@ -17,7 +17,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import importlib
-import inspect
 import posixpath
 import re
 from collections.abc import Callable, Iterator
@@ -175,20 +174,14 @@ def _mount(vol: Volume, arch: str) -> tuple[FsIdentity | None, Filesystem | None
     return ident, fs
 
 
-# Readers of other GRUB drivers, used when the module exists (their `walk` decides whether files can be listed).
-_OTHER_READERS = ("reiserfs", "jfs")
+# Readers of the other GRUB drivers, by the identity's (blkid's) name: their `walk` decides whether files can be
+# listed.
+_OTHER_READERS = {"reiserfs": "reiserfs", "jfs": "jfs", "vfat": "fat", "iso9660": "iso9660", "minix": "minix"}
 
 
 def _other_reader(fstype: str, vol: Volume, arch: str) -> Filesystem | None:
-    try:
-        module = importlib.import_module(f"pvbuild.pvgrub.fs.{fstype}")
-    except ImportError:
-        return None
-    mount = getattr(module, "mount", None)
-    if mount is None:
-        return None
-    kwargs = {"arch": arch} if "arch" in inspect.signature(mount).parameters else {}
-    fs = mount(vol, **kwargs)
+    module = importlib.import_module(f"pvbuild.pvgrub.fs.{_OTHER_READERS[fstype]}")
+    fs = module.mount(vol, arch=arch)
     return fs if isinstance(fs, Filesystem) else None
 
 
@@ -215,8 +208,8 @@ def open_image(path: str, profile: Profile, stack: ExitStack) -> Image:
 
             why = xfs.refusal_reason(vol) if ident.fstype == "xfs" else None
             raise DiffError(f"{path}: {device} holds {ident.fstype}, which the emulator's readers cannot read "
-                            "(they read ext2/3/4 and V4 XFS, as PV-GRUB does)" + (f" — {why}" if why else "")
-                            + ": its files cannot be compared")
+                            "(they read what PV-GRUB reads: ext2/3/4, V4 XFS, ReiserFS, JFS, FAT, ISO 9660, minix v1)"
+                            + (f" — {why}" if why else "") + ": its files cannot be compared")
         if fs is not None:
             try:
                 view.entries = dict(fs.walk())

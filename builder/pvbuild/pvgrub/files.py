@@ -161,7 +161,7 @@ class FileLayer:
         raise self._why_not_mounted(vol, ident)
 
     def _why_not_mounted(self, vol: Volume, ident: FsIdentity | None) -> GrubError:
-        from pvbuild.pvgrub.fs import xfs
+        from pvbuild.pvgrub.fs import probe, xfs
 
         where = vol.name
         if vol.part_type == 0xEE and not self.profile.gpt:
@@ -181,6 +181,12 @@ class FileLayer:
                                              f"0x{vol.part_type:02x}: PV-GRUB's ext2 driver mounts only type "
                                              f"0x83 (Linux) or 0xFD (Linux RAID); set the type to 83",
                              code="partition-type-not-linux")
+        if kind == "vfat" and vol.part_type not in (None, 0) and \
+                (vol.part_type & ~probe.HIDDEN_SLICE_FLAG) not in probe.FAT_SLICE_TYPES:
+            return GrubError(Err.FSYS_MOUNT, f"{where} holds FAT but its MBR partition type is "
+                                             f"0x{vol.part_type:02x}: PV-GRUB's fat driver mounts only the FAT "
+                                             f"types (fsys_fat.c:80-83: 0x01, 0x04, 0x06, 0x0b, 0x0c, 0x0e); "
+                                             "set the type to 0c (FAT32 LBA)", code="partition-type-not-fat")
         if kind == "xfs":
             reason = xfs.refusal_reason(vol) or "this XFS superblock is not one PV-GRUB reads"
             return GrubError(Err.FSYS_MOUNT, f"{where}: {reason}", code="fs-unsupported")

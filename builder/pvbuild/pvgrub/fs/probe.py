@@ -81,8 +81,8 @@ GRUB_PROBE_ORDER: tuple[GrubDriver, ...] = (
 )
 
 # pc_slice.h partition types
-_FAT_TYPES = frozenset({0x01, 0x04, 0x06, 0x0B, 0x0C, 0x0E, 0xDE})  # IS_PC_SLICE_TYPE_FAT (hidden bit cleared)
-_HIDDEN_FLAG = 0x10
+FAT_SLICE_TYPES = frozenset({0x01, 0x04, 0x06, 0x0B, 0x0C, 0x0E, 0xDE})  # IS_PC_SLICE_TYPE_FAT (hidden bit cleared)
+HIDDEN_SLICE_FLAG = 0x10
 _EXT2_TYPES = frozenset({0x83, 0xFD})  # PC_SLICE_TYPE_EXT2FS, PC_SLICE_TYPE_LINUX_RAID
 _MINIX_TYPES = frozenset({0x80, 0x81})
 _VSTAFS_TYPE = 0x9E
@@ -166,7 +166,7 @@ def _substring_gt0(magic: bytes, field: bytes) -> bool:
 def _fat_mount(p: _Probe) -> bool:
     """fsys_fat.c:74 fat_mount."""
     s = current_slice(p.vol)
-    if s != 0 and (s & ~_HIDDEN_FLAG) not in _FAT_TYPES:
+    if s != 0 and (s & ~HIDDEN_SLICE_FLAG) not in FAT_SLICE_TYPES:
         return False
     bpb = p.devread(0, 0, 64)
     if bpb is None:
