@@ -21,6 +21,7 @@ from pvbuild.pvgrub.blockio import MemoryDisk, Volume
 from pvbuild.pvgrub.errors import GrubError
 from pvbuild.pvgrub.fs import fat, probe
 from tests.fixtures_fat import DEEP, LONG, Recipe, build, tree
+from tests.fuzzdisks import PatchedDisk, RecordingDisk
 from tests.test_machine import boot_files
 
 PATHS = ("/boot/grub/menu.lst", "/big.bin", "/frag.bin", "/small.txt", "/upper.txt", "/MixedCase.Txt",
@@ -32,37 +33,6 @@ KINDS = ("fat12", "fat16", "fat32")
 RECIPES = {"fat12": Recipe(12, 4, 4), "fat16": Recipe(16, 8, 1), "fat32": Recipe(32, 40, 1)}
 FUZZ = settings(deadline=2000, max_examples=40, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-
-
-class _Recording(MemoryDisk):
-    def __init__(self, data: bytes) -> None:
-        super().__init__(data)
-        self.reads: list[tuple[int, int]] = []
-
-    def read(self, offset: int, length: int) -> bytes:
-        if length <= 8192:
-            self.reads.append((offset, length))
-        return super().read(offset, length)
-
-
-class _Patched(MemoryDisk):
-    """The base image with a few byte ranges replaced, applied on read (no copy per example)."""
-
-    def __init__(self, base: bytes, muts: list[tuple[int, bytes]]) -> None:
-        super().__init__(base)
-        self.muts = muts
-
-    def read(self, offset: int, length: int) -> bytes:
-        data = super().read(offset, length)
-        end = offset + length
-        hits = [(o, b) for o, b in self.muts if o < end and o + len(b) > offset]
-        if not hits:
-            return data
-        buf = bytearray(data)
-        for o, b in hits:
-            lo, hi = max(o, offset), min(o + len(b), end)
-            buf[lo - offset:hi - offset] = b[lo - o:hi - o]
-        return bytes(buf)
 
 
 def _exercise(disk: MemoryDisk) -> None:
@@ -97,7 +67,7 @@ def _image(kind: str) -> tuple[bytes, tuple[tuple[int, int], ...]]:
     """The image bytes and the (offset, length) regions to mutate: what the clean walk reads (metadata, small
     data), the FATs and the FAT12/16 root directory, and the whole image (last)."""
     data = build(RECIPES[kind], tree(boot_files(), big=40 * 1024)).read_bytes()
-    disk = _Recording(data)
+    disk = RecordingDisk(data)
     _exercise(disk)
     regions = sorted(set(disk.reads))
     assert len(regions) > 10
@@ -123,7 +93,7 @@ def mutations(draw: st.DrawFn, kind: str, anywhere: bool) -> list[tuple[int, byt
 def _run(kind: str, muts: list[tuple[int, bytes]]) -> None:
     tracemalloc.start()
     try:
-        _exercise(_Patched(_image(kind)[0], muts))
+        _exercise(PatchedDisk(_image(kind)[0], muts))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -202,7 +172,7 @@ def test_fuzz_synthetic(spc: int, fat_len: int, entries: int, fat32_len: int, ro
 def _run_synthetic(muts: list[tuple[int, bytes]]) -> None:
     tracemalloc.start()
     try:
-        _exercise(_Patched(_ZERO, muts))
+        _exercise(PatchedDisk(_ZERO, muts))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

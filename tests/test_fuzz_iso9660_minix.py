@@ -21,6 +21,7 @@ from pvbuild.pvgrub.errors import GrubError
 from pvbuild.pvgrub.files import EmulatorLimit
 from pvbuild.pvgrub.fs import iso9660, minix
 from tests.fixtures_iso9660_minix import iso_image, minix_image
+from tests.fuzzdisks import PatchedDisk, RecordingDisk
 from tests.imagebuild import Symlink, Tree
 
 TREE: Tree = {
@@ -37,37 +38,6 @@ READ_WINDOW = 64 * 1024
 STEPS = 50_000
 FUZZ = settings(deadline=2000, max_examples=50, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-
-
-class _Recording(MemoryDisk):
-    def __init__(self, data: bytes) -> None:
-        super().__init__(data)
-        self.reads: list[tuple[int, int]] = []
-
-    def read(self, offset: int, length: int) -> bytes:
-        if length <= 8192:
-            self.reads.append((offset, length))
-        return super().read(offset, length)
-
-
-class _Patched(MemoryDisk):
-    """The base image with a few byte ranges replaced, applied on read."""
-
-    def __init__(self, base: bytes, muts: list[tuple[int, bytes]]) -> None:
-        super().__init__(base)
-        self.muts = muts
-
-    def read(self, offset: int, length: int) -> bytes:
-        data = super().read(offset, length)
-        end = offset + length
-        hits = [(o, b) for o, b in self.muts if o < end and o + len(b) > offset]
-        if not hits:
-            return data
-        buf = bytearray(data)
-        for o, b in hits:
-            lo, hi = max(o, offset), min(o + len(b), end)
-            buf[lo - offset:hi - offset] = b[lo - o:hi - o]
-        return bytes(buf)
 
 
 def _mount(kind: str, disk: MemoryDisk) -> iso9660.IsoFilesystem | minix.MinixFilesystem | None:
@@ -110,7 +80,7 @@ def _image(kind: str) -> tuple[bytes, tuple[tuple[int, int], ...]]:
     """The image bytes and the (offset, length) regions the clean walk reads (metadata, small data)."""
     path = iso_image(TREE, "genisoimage", joliet=True) if kind == "iso9660" else minix_image(TREE, 14, 1024)
     data = path.read_bytes()
-    disk = _Recording(data)
+    disk = RecordingDisk(data)
     _exercise(kind, disk)
     regions = sorted(set(disk.reads))
     assert len(regions) > 5
@@ -132,7 +102,7 @@ def mutations(draw: st.DrawFn, kind: str, anywhere: bool) -> list[tuple[int, byt
 def _run(kind: str, muts: list[tuple[int, bytes]]) -> None:
     tracemalloc.start()
     try:
-        _exercise(kind, _Patched(_image(kind)[0], muts))
+        _exercise(kind, PatchedDisk(_image(kind)[0], muts))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -200,4 +170,4 @@ def test_fuzz_synthetic(kind: str, noise: list[tuple[int, int, bytes]]) -> None:
     read first: mount, lookups and reads stay bounded and end in GrubError or a file."""
     hot = _HOT[kind]
     muts = list(_SEEDS[kind]) + [(hot[i % len(hot)] + off, blob) for i, off, blob in noise]
-    _exercise(kind, _Patched(_ZERO, muts))
+    _exercise(kind, PatchedDisk(_ZERO, muts))

@@ -20,6 +20,7 @@ from pvbuild.pvgrub.blockio import MemoryDisk, Volume
 from pvbuild.pvgrub.errors import GrubError
 from pvbuild.pvgrub.fs import jfs, reiserfs
 from tests.fixtures_reiserfs_jfs import DEEP, LONG_NAME, image
+from tests.fuzzdisks import PatchedDisk, RecordingDisk
 from tests.test_machine import boot_files
 
 PATHS = ("/boot/grub/menu.lst", "/boot/vmlinuz", "/small.txt", "/tail.bin", "/big.bin", f"{DEEP}/deep.txt",
@@ -29,37 +30,6 @@ READ_WINDOW = 64 * 1024
 STEPS = 50_000
 FUZZ = settings(deadline=2000, max_examples=50, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-
-
-class _Recording(MemoryDisk):
-    def __init__(self, data: bytes) -> None:
-        super().__init__(data)
-        self.reads: list[tuple[int, int]] = []
-
-    def read(self, offset: int, length: int) -> bytes:
-        if length <= 8192:
-            self.reads.append((offset, length))
-        return super().read(offset, length)
-
-
-class _Patched(MemoryDisk):
-    """The base image with a few byte ranges replaced, applied on read (no 64 MiB copy per example)."""
-
-    def __init__(self, base: bytes, muts: list[tuple[int, bytes]]) -> None:
-        super().__init__(base)
-        self.muts = muts
-
-    def read(self, offset: int, length: int) -> bytes:
-        data = super().read(offset, length)
-        end = offset + length
-        hits = [(o, b) for o, b in self.muts if o < end and o + len(b) > offset]
-        if not hits:
-            return data
-        buf = bytearray(data)
-        for o, b in hits:
-            lo, hi = max(o, offset), min(o + len(b), end)
-            buf[lo - offset:hi - offset] = b[lo - o:hi - o]
-        return bytes(buf)
 
 
 def _mount(kind: str, disk: MemoryDisk) -> reiserfs.ReiserFilesystem | jfs.JfsFilesystem | None:
@@ -90,7 +60,7 @@ def _exercise(kind: str, disk: MemoryDisk) -> None:
 def _image(kind: str) -> tuple[bytes, tuple[tuple[int, int], ...]]:
     """The image bytes and the (offset, length) regions the clean walk reads (metadata, small data)."""
     data = image(kind, boot_files()).read_bytes()
-    disk = _Recording(data)
+    disk = RecordingDisk(data)
     _exercise(kind, disk)
     regions = sorted(set(disk.reads))
     assert len(regions) > 20
@@ -112,7 +82,7 @@ def mutations(draw: st.DrawFn, kind: str, anywhere: bool) -> list[tuple[int, byt
 def _run(kind: str, muts: list[tuple[int, bytes]]) -> None:
     tracemalloc.start()
     try:
-        _exercise(kind, _Patched(_image(kind)[0], muts))
+        _exercise(kind, PatchedDisk(_image(kind)[0], muts))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -181,4 +151,4 @@ def test_fuzz_synthetic(kind: str, noise: list[tuple[int, int, bytes]]) -> None:
     the drivers read first: mount, lookups and reads stay bounded and end in GrubError or a file."""
     hot = _HOT[kind]
     muts = list(_SEEDS[kind]) + [(hot[i % len(hot)] + off, blob) for i, off, blob in noise]
-    _exercise(kind, _Patched(_ZERO, muts))
+    _exercise(kind, PatchedDisk(_ZERO, muts))

@@ -21,6 +21,7 @@ from pvbuild.pvgrub.blockio import MemoryDisk, Volume
 from pvbuild.pvgrub.errors import GrubError
 from pvbuild.pvgrub.fs import probe, xfs
 from tests.fixtures_xfs import Geometry, XfsImage, bmap, build_xfs_image, inode_number
+from tests.fuzzdisks import PatchedDisk
 
 PATHS = ("/boot/grub/menu.lst", "/boot/vmlinuz", "/boot/link", "/boot/btree", "/sf/a", "/sf/b", "/block/entry-07",
          "/leaf/leaf-entry-0149", "/node/a-long-name-for-a-node-directory-0699",
@@ -56,26 +57,6 @@ def _image() -> tuple[bytes, tuple[tuple[str, int, int], ...]]:
     return data, tuple(regions)
 
 
-class _Patched(MemoryDisk):
-    """The base image with a few byte ranges replaced, applied on read (no 16 MiB copy per example)."""
-
-    def __init__(self, base: bytes, muts: list[tuple[int, bytes]]) -> None:
-        super().__init__(base)
-        self.muts = muts
-
-    def read(self, offset: int, length: int) -> bytes:
-        data = super().read(offset, length)
-        end = offset + length
-        hits = [(o, b) for o, b in self.muts if o < end and o + len(b) > offset]
-        if not hits:
-            return data
-        buf = bytearray(data)
-        for o, b in hits:
-            lo, hi = max(o, offset), min(o + len(b), end)
-            buf[lo - offset:hi - offset] = b[lo - o:hi - o]
-        return bytes(buf)
-
-
 def _exercise(disk: MemoryDisk) -> None:
     vol = Volume(disk, 0, disk.size)
     xfs.identify(vol)
@@ -106,7 +87,7 @@ def mutations(draw: st.DrawFn, which: str | None) -> list[tuple[int, bytes]]:
 
 
 def _apply(muts: list[tuple[int, bytes]]) -> MemoryDisk:
-    return _Patched(_image()[0], muts)
+    return PatchedDisk(_image()[0], muts)
 
 
 def test_unmutated_image_reads() -> None:

@@ -25,6 +25,39 @@ class Hang(Exception):
     """GRUB would not come back (a loop that never ends, or not within any sensible time)."""
 
 
+class StackBuf:
+    """A stack buffer of GRUB's (a driver's linkbuf, or the caller's path): contents and which bytes were ever
+    written, so that reading a byte nothing wrote is `Undefined` rather than a guess."""
+
+    def __init__(self, size: int, name: str) -> None:
+        self.data = bytearray(size)
+        self.known = bytearray(size)
+        self.name = name
+
+    def put(self, i: int, c: int) -> None:
+        if not 0 <= i < len(self.data):
+            raise Undefined(f"GRUB would write byte {i} of its {len(self.data)}-byte {self.name}")
+        self.data[i] = c
+        self.known[i] = 1
+
+    def get(self, i: int) -> int:
+        if not 0 <= i < len(self.data) or not self.known[i]:
+            raise Undefined(f"GRUB would read byte {i} of its {self.name}, which nothing wrote")
+        return self.data[i]
+
+
+
+def store(out: bytearray | StackBuf, at: int, data: bytes, reader: str) -> None:
+    """Copy what a driver's read got into the caller's buffer at `at` (a StackBuf also records the bytes as
+    written); writing past a plain buffer's end is `Undefined` (`reader` names the C function)."""
+    if isinstance(out, StackBuf):
+        for k, c in enumerate(data):
+            out.put(at + k, c)
+        return
+    if at < 0 or at + len(data) > len(out):
+        raise Undefined(f"GRUB's {reader} would write past the end of the caller's buffer")
+    out[at:at + len(data)] = data
+
 def emulation_error(volume: str, errnum: int, detail: str, e: Undefined | Hang, path: str) -> GrubError:
     """The error for a walk GRUB would never finish (`fs-hang`) or that acts on memory it never filled
     (`fs-corrupt`); a GRUB error already set on the way (`errnum`, `detail`) is the one GRUB reports."""

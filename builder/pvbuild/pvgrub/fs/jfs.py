@@ -58,11 +58,13 @@ from pvbuild.pvgrub.fs.grubmem import (
     M32,
     DevRead,
     Hang,
+    StackBuf,
     Undefined,
     emulation_error,
     i32,
     isspace,
     s8,
+    store,
     substring,
 )
 from pvbuild.pvgrub.fs.grubmem import (
@@ -107,26 +109,6 @@ STEP_LIMIT = 1_000_000
 
 def _s64(b: bytes | bytearray, o: int) -> int:
     return int.from_bytes(b[o:o + 8], "little", signed=True)
-
-
-class _Buf:
-    """A stack buffer of GRUB's (linkbuf): contents and which bytes were ever written."""
-
-    def __init__(self, size: int, name: str) -> None:
-        self.data = bytearray(size)
-        self.known = bytearray(size)
-        self.name = name
-
-    def put(self, i: int, c: int) -> None:
-        if not 0 <= i < len(self.data):
-            raise Undefined(f"GRUB would write byte {i} of its {len(self.data)}-byte {self.name}")
-        self.data[i] = c
-        self.known[i] = 1
-
-    def get(self, i: int) -> int:
-        if not 0 <= i < len(self.data) or not self.known[i]:
-            raise Undefined(f"GRUB would read byte {i} of its {self.name}, which nothing wrote")
-        return self.data[i]
 
 
 class _Run:
@@ -276,7 +258,7 @@ class _Run:
             xad = self.next_extent(pages)
 
     # --- jfs_read (l.228-270) ---
-    def jfs_read(self, out: bytearray | _Buf, at: int, length: int) -> int:
+    def jfs_read(self, out: bytearray | StackBuf, at: int, length: int) -> int:
         startpos = self.filepos
         endpos = self.filepos + length
         endofprev = (1 << 62) - 1
@@ -316,14 +298,8 @@ class _Run:
         return i32(self.filepos - startpos)
 
     @staticmethod
-    def _put(out: bytearray | _Buf, at: int, data: bytes) -> None:
-        if isinstance(out, _Buf):
-            for k, c in enumerate(data):
-                out.put(at + k, c)
-            return
-        if at < 0 or at + len(data) > len(out):
-            raise Undefined("GRUB's jfs_read would write past the end of the caller's buffer")
-        out[at:at + len(data)] = data
+    def _put(out: bytearray | StackBuf, at: int, data: bytes) -> None:
+        store(out, at, data, "jfs_read")
 
     # --- directories (l.130-197) ---
     def next_dentry(self, pages: set[int]) -> int | tuple[str, int] | None:
@@ -418,10 +394,10 @@ class _Run:
 
     # --- jfs_dir (l.273-384) ---
     def jfs_dir(self, path: bytes) -> bool:
-        pathbuf = _Buf(len(path) + 1, "file name")
+        pathbuf = StackBuf(len(path) + 1, "file name")
         for k, c in enumerate(path + b"\0"):
             pathbuf.put(k, c)
-        linkbuf = _Buf(JFS_PATH_MAX, "symlink buffer (linkbuf)")
+        linkbuf = StackBuf(JFS_PATH_MAX, "symlink buffer (linkbuf)")
         name, pos = pathbuf, 0
         inum = parent_inum = ROOT_I
         link_count = 0

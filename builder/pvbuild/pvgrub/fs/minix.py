@@ -59,10 +59,12 @@ from pvbuild.pvgrub.fs.grubmem import (
     M32,
     DevRead,
     Hang,
+    StackBuf,
     Undefined,
     emulation_error,
     i32,
     isspace,
+    store,
     substring,
 )
 from pvbuild.pvgrub.fs.grubmem import (
@@ -97,26 +99,6 @@ DATABLOCK1 = INODE + INODE_SIZE
 DATABLOCK2 = DATABLOCK1 + BLOCK_SIZE
 I_ZONE = 14  # offsetof(struct minix_inode, i_zone)
 STEP_LIMIT = 2_000_000
-
-
-class _Buf:
-    """A stack buffer of GRUB's (linkbuf) or the caller's path: contents and which bytes were ever written."""
-
-    def __init__(self, size: int, name: str) -> None:
-        self.data = bytearray(size)
-        self.known = bytearray(size)
-        self.name = name
-
-    def put(self, i: int, c: int) -> None:
-        if not 0 <= i < len(self.data):
-            raise Undefined(f"GRUB would write byte {i} of its {len(self.data)}-byte {self.name}")
-        self.data[i] = c
-        self.known[i] = 1
-
-    def get(self, i: int) -> int:
-        if not 0 <= i < len(self.data) or not self.known[i]:
-            raise Undefined(f"GRUB would read byte {i} of its {self.name}, which nothing wrote")
-        return self.data[i]
 
 
 class _Run:
@@ -213,7 +195,7 @@ class _Run:
         return self.m16(DATABLOCK2 + 2 * (logical_block & 511))
 
     # --- l.245-288 minix_read ---
-    def minix_read(self, out: bytearray | _Buf, at: int, length: int) -> int:
+    def minix_read(self, out: bytearray | StackBuf, at: int, length: int) -> int:
         ret = 0
         while length > 0:
             self.step()
@@ -225,11 +207,7 @@ class _Run:
             size = min(BLOCK_SIZE - offset, length)
             data = self.dev(i32(m * (BLOCK_SIZE // SECTOR)), offset, size)
             if data is not None:
-                if isinstance(out, _Buf):
-                    for k, c in enumerate(data):
-                        out.put(at + k, c)
-                else:
-                    out[at:at + size] = data
+                store(out, at, data, "minix_read")
             at += size
             length -= size
             self.filepos += size
@@ -248,10 +226,10 @@ class _Run:
         return True
 
     def minix_dir(self, path: bytes) -> bool:
-        pathbuf = _Buf(len(path) + 1, "file name")
+        pathbuf = StackBuf(len(path) + 1, "file name")
         for k, c in enumerate(path + b"\0"):
             pathbuf.put(k, c)
-        linkbuf = _Buf(PATH_MAX, "symlink buffer (linkbuf)")
+        linkbuf = StackBuf(PATH_MAX, "symlink buffer (linkbuf)")
         name, pos = pathbuf, 0
         current_ino = updir_ino = MINIX_ROOT_INO
         link_count = 0
@@ -344,7 +322,7 @@ class _Run:
                         pos = rest
                         break
 
-    def grub_read(self, out: bytearray | _Buf, length: int) -> int:
+    def grub_read(self, out: bytearray | StackBuf, length: int) -> int:
         """disk_io.c:1658 grub_read (no compression, no block list, fsmax MAXINT) then minix_read."""
         if self.filepos < 0 or self.filepos > self.filemax:
             self.filepos = self.filemax
