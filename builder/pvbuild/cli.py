@@ -470,7 +470,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
            f"image:    {plan.output.directory}/{plan.output.image_name} ({plan.disk.size_bytes // 2**20} MiB, "
            f"table {plan.disk.table})",
            f"distro:   {FAMILIES[d.family].title} {d.version} ({d.release}) {d.deb_arch} from {d.mirror} via "
-           f"{d.backend} {d.variant}".rstrip(),
+           + (f"mmdebstrap {d.variant}".rstrip() if d.backend == "mmdebstrap"
+              else f"diskimage-builder (element {d.dib_element or 'none'})"),
            f"packages: {' '.join(d.packages)}",
            f"kernel:   {plan.kernel.package}, cmdline: {plan.kernel.cmdline}",
            f"initrd:   {plan.initrd.tool}, modules {', '.join(plan.initrd.modules)}, {plan.initrd.compression}",
