@@ -83,6 +83,7 @@ from pvbuild.pvgrub.fs.grubmem import (
     Hang,
     Undefined,
     emulation_error,
+    grub_read_window,
     i32,
     isspace,
     substring,
@@ -485,9 +486,7 @@ class FatFile(File):
         chain ended first) is returned as is (GRUB returns it too)."""
         run = self.fs.new_run()
         filemax = self.filemax
-        filepos = offset if 0 <= offset <= filemax else filemax
-        if length < 0 or length > filemax - filepos:
-            length = filemax - filepos
+        filepos, length = grub_read_window(filemax, offset, length)
         if length <= 0:
             return b""
         run.start(self.cluster, filemax)

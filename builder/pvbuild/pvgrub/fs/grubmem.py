@@ -58,6 +58,16 @@ def store(out: bytearray | StackBuf, at: int, data: bytes, reader: str) -> None:
         raise Undefined(f"GRUB's {reader} would write past the end of the caller's buffer")
     out[at:at + len(data)] = data
 
+
+def grub_read_window(filemax: int, offset: int, length: int) -> tuple[int, int]:
+    """grub_read's clipping (disk_io.c:1658-1670): (filepos, length) for a read of `length` bytes at `offset` of a
+    file of `filemax` bytes; filepos past the end sits at the end, and a length of -1 or past the end reads to it
+    (length <= 0: nothing to read)."""
+    filepos = offset if 0 <= offset <= filemax else filemax
+    if length < 0 or length > filemax - filepos:
+        length = filemax - filepos
+    return filepos, length
+
 def emulation_error(volume: str, errnum: int, detail: str, e: Undefined | Hang, path: str) -> GrubError:
     """The error for a walk GRUB would never finish (`fs-hang`) or that acts on memory it never filled
     (`fs-corrupt`); a GRUB error already set on the way (`errnum`, `detail`) is the one GRUB reports."""

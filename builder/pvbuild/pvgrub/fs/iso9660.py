@@ -68,6 +68,7 @@ from pvbuild.pvgrub.fs.grubmem import (
     Hang,
     Undefined,
     emulation_error,
+    grub_read_window,
     i32,
     isspace,
 )
@@ -406,9 +407,7 @@ class IsoFile(File):
         run = self._run.clone()
         run.step_limit = self.fs.step_limit
         filemax = run.filemax
-        filepos = offset if 0 <= offset <= filemax else filemax
-        if length < 0 or length > filemax - filepos:
-            length = filemax - filepos
+        filepos, length = grub_read_window(filemax, offset, length)
         if length <= 0:
             return b""
         run.filepos = filepos

@@ -60,6 +60,7 @@ from pvbuild.pvgrub.blockio import MAX_READ, SECTOR, Volume
 from pvbuild.pvgrub.errors import Err, GrubError
 from pvbuild.pvgrub.findings import Finding, error, info
 from pvbuild.pvgrub.fs.base import DIR_MAX_ENTRIES, DirEntry, File, Filesystem, FsIdentity, Inode
+from pvbuild.pvgrub.fs.grubmem import grub_read_window
 
 # --- constants (xfs.h and fsys_xfs.c of GRUB 0.97) ------------------------------------------------------
 XFS_SB_MAGIC = 0x58465342  # "XFSB"
@@ -903,9 +904,7 @@ class XfsFile(File):
         if filemax != self.size:
             raise self.fs.emulation_error(run, _Undefined(f"{self.path} is {self.size} bytes: GRUB's int filemax "
                                                 f"cannot hold it"), self.path)
-        filepos = offset if 0 <= offset <= filemax else filemax
-        if length < 0 or length > filemax - filepos:
-            length = filemax - filepos
+        filepos, length = grub_read_window(filemax, offset, length)
         run.filepos = filepos
         run.filemax = filemax
         sink = _Sink(None, limit=length)
