@@ -408,3 +408,46 @@ def test_sha256_of_sparse_file_skips_holes_with_the_same_digest(tmp_path: Path) 
     dense = tmp_path / "dense.raw"
     dense.write_bytes(b"x" * 10_000_001)
     assert sha256_file(dense) == hashlib.sha256(dense.read_bytes()).hexdigest()
+
+
+def test_reiserfs_clamp_patches_only_late_stat_data_times(tmp_path: Path) -> None:
+    """build/reiserfs_clamp.py: a leaf holding a 3.6 stat data one second late (as `.reiserfs_priv` gets when the
+    appliance mounts slowly), a 3.5 one on time, and a directory item whose bytes look like late times: only the
+    late stat-data times change, to SOURCE_DATE_EPOCH, in the leaf and its copy; other blocks are left alone."""
+    import struct
+
+    from pvbuild.build import reiserfs_clamp as rc
+
+    epoch = 1_735_689_600
+    bs = 4096
+    leaf = bytearray(bs)
+    sd2 = struct.pack("<HHIQIIIIIII", 0o40700, 0, 2, 48, 0, 0, epoch + 1, epoch + 1, epoch + 1, 1, 0)
+    sd1 = struct.pack("<HHHHIIIIII", 0o40755, 2, 0, 0, 48, epoch, epoch - 5, epoch, 1, 0)
+    fake_dir = struct.pack("<I", epoch + 9) * 8
+    bodies = [(struct.pack("<IIQ", 2, 3, 0), sd2, 1), (struct.pack("<IIII", 1, 2, 0, 0), sd1, 0),
+              (struct.pack("<IIQ", 2, 3, (500 << 4) | 3), fake_dir, 1)]
+    loc = bs
+    for i, (key, body, version) in enumerate(bodies):
+        loc -= len(body)
+        leaf[loc:loc + len(body)] = body
+        struct.pack_into("<16sHHHH", leaf, rc.BLOCK_HEAD + i * rc.ITEM_HEAD, key, 0, len(body), loc, version)
+    used = sum(rc.ITEM_HEAD + len(b) for _, b, _ in bodies)
+    struct.pack_into("<HHHH", leaf, 0, 1, len(bodies), bs - rc.BLOCK_HEAD - used, 0)
+    image = tmp_path / "fs.img"
+    data = bytearray(32 * bs)
+    struct.pack_into("<H", data, rc.SUPERBLOCK_OFFSET + 44, bs)
+    data[20 * bs:21 * bs] = leaf
+    data[25 * bs:26 * bs] = leaf  # the journal's copy
+    not_leaf = bytearray(leaf)
+    struct.pack_into("<H", not_leaf, 0, 2)  # an internal node: never touched
+    data[27 * bs:28 * bs] = not_leaf
+    image.write_bytes(bytes(data))
+    assert rc.clamp_reiserfs_times(image, epoch) == 6
+    out = image.read_bytes()
+    want = bytearray(leaf)
+    sd2_at = bs - len(sd2)
+    for off in rc.SD_V2_TIMES:
+        struct.pack_into("<I", want, sd2_at + off, epoch)
+    assert out[20 * bs:21 * bs] == want and out[25 * bs:26 * bs] == want
+    assert out[27 * bs:28 * bs] == not_leaf
+    assert rc.clamp_reiserfs_times(image, epoch) == 0  # idempotent

@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pvbuild.build import lvm as lvm_mod
+from pvbuild.build.reiserfs_clamp import clamp_reiserfs_times
 from pvbuild.build.run import Log, run
 from pvbuild.errors import UsageError
 from pvbuild.planmodel import DiskPlan, FilesystemPlan, Plan
@@ -338,14 +339,18 @@ def _guestfs_env() -> dict[str, str]:
 
 # Run in the appliance after `tar-in`: the appliance's clock is the host's, so every inode's ctime would be the
 # build's wall clock. For each path (deepest first), set the clock to SOURCE_DATE_EPOCH and re-set the path's own
-# mtime (atime = mtime, as on ext4): its ctime becomes SOURCE_DATE_EPOCH. Paths come from `find -print0`; the
-# epoch is a number checked by the caller. A constant script: no input is interpolated into shell text but it.
+# mtime (atime = mtime, as on ext4): its ctime becomes SOURCE_DATE_EPOCH. The tree's mtimes are clamped to
+# SOURCE_DATE_EPOCH (`clamp_times`), so a later one was made in the appliance after the clock was set (a folder
+# ReiserFS changed while `tar-in` ran, a second or more into a slow run): it is clamped again. Paths come from
+# `find -print0`; the epoch is a number checked by the caller. A constant script: no input is interpolated into
+# shell text but it.
 _GUESTFS_TIMES = """#!/bin/sh
 set -e
 E=@EPOCH@
 cd /sysroot
 find . -depth -print0 | \\
-  xargs -0 -n 1 sh -c 'm=$(stat -c %Y "$1"); date -s "@$0" >/dev/null; touch -h -d "@$m" "$1"' "$E"
+  xargs -0 -n 1 sh -c 'm=$(stat -c %Y "$1"); [ "$m" -le "$0" ] || m=$0
+    date -s "@$0" >/dev/null; touch -h -d "@$m" "$1"' "$E"
 date -s "@$E" >/dev/null
 """
 
@@ -388,6 +393,8 @@ def make_reiserfs(fs: FilesystemPlan, image: Path, tree: Path, epoch: int, log: 
                            *fs.mkfs_options, str(image)], epoch)
     run(argv, log=log, env=env)
     fill_with_guestfs(image, tree, epoch, log)
+    clamped = clamp_reiserfs_times(image, epoch)  # .reiserfs_priv's times: the appliance clock at the mount
+    log.info(f"reiserfs: {clamped} inode times after SOURCE_DATE_EPOCH clamped")
     argv, env = _faketime(["reiserfsck", "--check", "--yes", "--quiet", str(image)], epoch)
     run(argv, log=log, quiet=True, env=env)
 
