@@ -240,6 +240,32 @@ def test_monitor_speaks_hmp(tmp_path: Path) -> None:
     srv.close()
 
 
+
+def test_monitor_reset_by_an_exiting_qemu_is_a_vm_error(tmp_path: Path) -> None:
+    """QEMU that exits with the command unread (a saved state it cannot load) resets the socket: the monitor says
+    so as a VmError, which the boot turns into a cold dom0 boot, never an OSError escaping the report."""
+    from pvbuild.boot.vm import VmError
+
+    path = tmp_path / "m.sock"
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(str(path))
+    srv.listen(1)
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        conn.sendall(b"QEMU 7.2 monitor\r\n(qemu) ")
+        conn.recv(1, socket.MSG_PEEK)  # the command arrived; close without reading it
+        conn.close()
+
+    t = threading.Thread(target=serve)
+    t.start()
+    mon = Monitor(path, timeout=5)
+    with pytest.raises(VmError, match="QEMU's monitor closed"):
+        mon.cmd("info migrate")
+    mon.close()
+    t.join()
+    srv.close()
+
 # --- argument errors ----------------------------------------------------------------------------------------
 def test_bad_image_path_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["boot", str(tmp_path / "missing.raw")]) == 2

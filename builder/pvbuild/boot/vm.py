@@ -124,6 +124,8 @@ class Monitor:
                 chunk = self._sock.recv(65536)
             except TimeoutError:
                 raise VmError("QEMU's monitor did not answer") from None
+            except OSError as e:  # QEMU exited with the monitor open (a reset, not an orderly close)
+                raise VmError(f"QEMU's monitor closed (QEMU exited: {e.strerror or e})") from None
             if not chunk:
                 raise VmError("QEMU's monitor closed (QEMU exited)")
             buf += chunk
@@ -135,7 +137,10 @@ class Monitor:
         """Run one HMP command; its reply without the echoed command line."""
         if "\n" in line:
             raise ValueError("one monitor command per call")
-        self._sock.sendall(line.encode() + b"\n")
+        try:
+            self._sock.sendall(line.encode() + b"\n")
+        except OSError as e:
+            raise VmError(f"QEMU's monitor closed (QEMU exited: {e.strerror or e})") from None
         out = self._until_prompt().replace("\r", "")
         # HMP echoes the command (with terminal escapes); the reply starts on the next line.
         return out.split("\n", 1)[1] if "\n" in out else ""
