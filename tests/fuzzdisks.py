@@ -7,6 +7,12 @@ image with a few byte ranges replaced, applied on read, so no example copies the
 
 from __future__ import annotations
 
+import tracemalloc
+from collections.abc import Callable
+from typing import Any
+
+from hypothesis import strategies as st
+
 from pvbuild.pvgrub.blockio import MemoryDisk
 
 RECORDED_READ_MAX = 8192
@@ -41,3 +47,27 @@ class PatchedDisk(MemoryDisk):
             lo, hi = max(o, offset), min(o + len(b), end)
             buf[lo - offset:hi - offset] = b[lo - o:hi - o]
         return bytes(buf)
+
+
+def draw_mutations(draw: Callable[[st.SearchStrategy[Any]], Any], regions: tuple[tuple[int, int], ...],
+                   anywhere: bool) -> list[tuple[int, bytes]]:
+    """1-6 short byte strings at offsets inside `regions` ((offset, length) pairs whose last one is the whole
+    image: used alone when `anywhere`, left out otherwise), for `PatchedDisk`."""
+    pool = regions[-1:] if anywhere else regions[:-1]
+    out = []
+    for _ in range(draw(st.integers(1, 6))):
+        base, length = draw(st.sampled_from(pool))
+        off = base + draw(st.integers(0, max(0, length - 1)))
+        out.append((off, draw(st.binary(min_size=1, max_size=8))))
+    return out
+
+
+def peak_memory(work: Callable[[], object]) -> int:
+    """Run `work` and return the peak of memory Python allocated meanwhile (tracemalloc), in bytes."""
+    tracemalloc.start()
+    try:
+        work()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak

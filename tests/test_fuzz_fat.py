@@ -11,7 +11,6 @@ fs/fat.py and probe.py `_fat_mount` must agree on it.
 
 from __future__ import annotations
 
-import tracemalloc
 from functools import cache
 
 from hypothesis import HealthCheck, given, settings
@@ -21,7 +20,7 @@ from pvbuild.pvgrub.blockio import MemoryDisk, Volume
 from pvbuild.pvgrub.errors import GrubError
 from pvbuild.pvgrub.fs import fat, probe
 from tests.fixtures_fat import DEEP, LONG, Recipe, build, tree
-from tests.fuzzdisks import PatchedDisk, RecordingDisk
+from tests.fuzzdisks import PatchedDisk, RecordingDisk, draw_mutations, peak_memory
 from tests.test_machine import boot_files
 
 PATHS = ("/boot/grub/menu.lst", "/big.bin", "/frag.bin", "/small.txt", "/upper.txt", "/MixedCase.Txt",
@@ -80,23 +79,11 @@ def _image(kind: str) -> tuple[bytes, tuple[tuple[int, int], ...]]:
 
 @st.composite
 def mutations(draw: st.DrawFn, kind: str, anywhere: bool) -> list[tuple[int, bytes]]:
-    regions = _image(kind)[1]
-    pool = regions[-1:] if anywhere else regions[:-1]
-    out = []
-    for _ in range(draw(st.integers(1, 6))):
-        base, length = draw(st.sampled_from(pool))
-        off = base + draw(st.integers(0, max(0, length - 1)))
-        out.append((off, draw(st.binary(min_size=1, max_size=8))))
-    return out
+    return draw_mutations(draw, _image(kind)[1], anywhere)
 
 
 def _run(kind: str, muts: list[tuple[int, bytes]]) -> None:
-    tracemalloc.start()
-    try:
-        _exercise(PatchedDisk(_image(kind)[0], muts))
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    peak = peak_memory(lambda: _exercise(PatchedDisk(_image(kind)[0], muts)))
     assert peak < 128 << 20, peak
 
 
@@ -170,10 +157,5 @@ def test_fuzz_synthetic(spc: int, fat_len: int, entries: int, fat32_len: int, ro
 
 
 def _run_synthetic(muts: list[tuple[int, bytes]]) -> None:
-    tracemalloc.start()
-    try:
-        _exercise(PatchedDisk(_ZERO, muts))
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    peak = peak_memory(lambda: _exercise(PatchedDisk(_ZERO, muts)))
     assert peak < 128 << 20, peak

@@ -10,7 +10,6 @@ GRUB steps (the default is 1,000,000) so each example stays well under the deadl
 
 from __future__ import annotations
 
-import tracemalloc
 from functools import cache
 
 from hypothesis import HealthCheck, given, settings
@@ -20,7 +19,7 @@ from pvbuild.pvgrub.blockio import MemoryDisk, Volume
 from pvbuild.pvgrub.errors import GrubError
 from pvbuild.pvgrub.fs import jfs, reiserfs
 from tests.fixtures_reiserfs_jfs import DEEP, LONG_NAME, image
-from tests.fuzzdisks import PatchedDisk, RecordingDisk
+from tests.fuzzdisks import PatchedDisk, RecordingDisk, draw_mutations, peak_memory
 from tests.test_machine import boot_files
 
 PATHS = ("/boot/grub/menu.lst", "/boot/vmlinuz", "/small.txt", "/tail.bin", "/big.bin", f"{DEEP}/deep.txt",
@@ -69,23 +68,11 @@ def _image(kind: str) -> tuple[bytes, tuple[tuple[int, int], ...]]:
 
 @st.composite
 def mutations(draw: st.DrawFn, kind: str, anywhere: bool) -> list[tuple[int, bytes]]:
-    regions = _image(kind)[1]
-    pool = regions[-1:] if anywhere else regions[:-1]
-    out = []
-    for _ in range(draw(st.integers(1, 6))):
-        base, length = draw(st.sampled_from(pool))
-        off = base + draw(st.integers(0, max(0, length - 1)))
-        out.append((off, draw(st.binary(min_size=1, max_size=8))))
-    return out
+    return draw_mutations(draw, _image(kind)[1], anywhere)
 
 
 def _run(kind: str, muts: list[tuple[int, bytes]]) -> None:
-    tracemalloc.start()
-    try:
-        _exercise(kind, PatchedDisk(_image(kind)[0], muts))
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    peak = peak_memory(lambda: _exercise(kind, PatchedDisk(_image(kind)[0], muts)))
     assert peak < 256 << 20, peak
 
 
