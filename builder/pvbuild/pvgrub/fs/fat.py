@@ -83,6 +83,7 @@ from pvbuild.pvgrub.fs.grubmem import (
     Hang,
     Undefined,
     emulation_error,
+    grub_path,
     grub_read_window,
     i32,
     isspace,
@@ -541,9 +542,7 @@ class FatFilesystem(Filesystem):
     def open(self, path: str) -> FatFile:
         """fat_dir (fsys_fat.c:298) on an absolute path, then grub_open's gunzip_test_header (disk_io.c:1647,
         gunzip.c), whose first read of up to 10 bytes fails the open when it fails."""
-        if not path.startswith("/"):
-            raise GrubError(Err.BAD_FILENAME, f"{path!r} is not an absolute path", code="bad-filename")
-        raw = path.encode("utf-8", "surrogateescape").split(b"\0", 1)[0]
+        raw = grub_path(path)
         run = self.new_run()
         try:
             ok = run.fat_dir(raw)

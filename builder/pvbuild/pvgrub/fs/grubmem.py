@@ -68,6 +68,14 @@ def grub_read_window(filemax: int, offset: int, length: int) -> tuple[int, int]:
         length = filemax - filepos
     return filepos, length
 
+
+def grub_path(path: str) -> bytes:
+    """The bytes of an absolute path as GRUB's *_dir gets them (a NUL ends the string); a relative path is
+    Error 1 (ERR_BAD_FILENAME), which GRUB's file layer gives before any driver runs."""
+    if not path.startswith("/"):
+        raise GrubError(Err.BAD_FILENAME, f"{path!r} is not an absolute path", code="bad-filename")
+    return path.encode("utf-8", "surrogateescape").split(b"\0", 1)[0]
+
 def emulation_error(volume: str, errnum: int, detail: str, e: Undefined | Hang, path: str) -> GrubError:
     """The error for a walk GRUB would never finish (`fs-hang`) or that acts on memory it never filled
     (`fs-corrupt`); a GRUB error already set on the way (`errnum`, `detail`) is the one GRUB reports."""

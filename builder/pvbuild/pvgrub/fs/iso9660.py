@@ -68,6 +68,7 @@ from pvbuild.pvgrub.fs.grubmem import (
     Hang,
     Undefined,
     emulation_error,
+    grub_path,
     grub_read_window,
     i32,
     isspace,
@@ -443,9 +444,7 @@ class IsoFilesystem(Filesystem):
 
     def open(self, path: str) -> IsoFile:
         """iso9660_dir (fsys_iso9660.c:143) on an absolute path; the name ends at the first blank."""
-        if not path.startswith("/"):
-            raise GrubError(Err.BAD_FILENAME, f"{path!r} is not an absolute path", code="bad-filename")
-        raw = path.encode("utf-8", "surrogateescape").split(b"\0", 1)[0]
+        raw = grub_path(path)
         run = self._mounted.clone()
         run.step_limit = self.step_limit
         try:

@@ -61,6 +61,7 @@ from pvbuild.pvgrub.fs.grubmem import (
     StackBuf,
     Undefined,
     emulation_error,
+    grub_path,
     grub_read_window,
     i32,
     isspace,
@@ -567,9 +568,7 @@ class JfsFilesystem(Filesystem):
 
     def open(self, path: str) -> JfsFile:
         """jfs_dir (fsys_jfs.c:273) on an absolute path; the name ends at the first blank."""
-        if not path.startswith("/"):
-            raise GrubError(Err.BAD_FILENAME, f"{path!r} is not an absolute path", code="bad-filename")
-        raw = path.encode("utf-8", "surrogateescape").split(b"\0", 1)[0]
+        raw = grub_path(path)
         run = self._mounted.clone()
         run.step_limit = self.step_limit
         try:

@@ -62,6 +62,7 @@ from pvbuild.pvgrub.fs.grubmem import (
     StackBuf,
     Undefined,
     emulation_error,
+    grub_path,
     grub_read_window,
     i32,
     isspace,
@@ -423,9 +424,7 @@ class MinixFilesystem(Filesystem):
 
     def open(self, path: str) -> MinixFile:
         """minix_dir (fsys_minix.c:296) on an absolute path; the name ends at the first blank."""
-        if not path.startswith("/"):
-            raise GrubError(Err.BAD_FILENAME, f"{path!r} is not an absolute path", code="bad-filename")
-        raw = path.encode("utf-8", "surrogateescape").split(b"\0", 1)[0]
+        raw = grub_path(path)
         run = self._mounted.clone()
         run.step_limit = self.step_limit
         run.filepos = 0  # grub_open (disk_io.c:1556)

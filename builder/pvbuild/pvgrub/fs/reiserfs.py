@@ -57,6 +57,7 @@ from pvbuild.pvgrub.fs.grubmem import (
     Hang,
     Undefined,
     emulation_error,
+    grub_path,
     i32,
     isspace,
     substring,
@@ -742,9 +743,7 @@ class ReiserFilesystem(Filesystem):
 
     def open(self, path: str) -> ReiserFile:
         """reiserfs_dir (fsys_reiserfs.c:1001) on an absolute path; the name ends at the first blank."""
-        if not path.startswith("/"):
-            raise GrubError(Err.BAD_FILENAME, f"{path!r} is not an absolute path", code="bad-filename")
-        raw = path.encode("utf-8", "surrogateescape").split(b"\0", 1)[0]
+        raw = grub_path(path)
         run = self._mounted.clone()
         run.step_limit = self.step_limit
         try:

@@ -60,7 +60,7 @@ from pvbuild.pvgrub.blockio import MAX_READ, SECTOR, Volume
 from pvbuild.pvgrub.errors import Err, GrubError
 from pvbuild.pvgrub.findings import Finding, error, info
 from pvbuild.pvgrub.fs.base import DIR_MAX_ENTRIES, DirEntry, File, Filesystem, FsIdentity, Inode
-from pvbuild.pvgrub.fs.grubmem import grub_read_window
+from pvbuild.pvgrub.fs.grubmem import grub_path, grub_read_window
 
 # --- constants (xfs.h and fsys_xfs.c of GRUB 0.97) ------------------------------------------------------
 XFS_SB_MAGIC = 0x58465342  # "XFSB"
@@ -1048,9 +1048,7 @@ class XfsFilesystem(Filesystem):
     # --- the Filesystem interface ---
     def open(self, path: str) -> XfsFile:
         """xfs_dir (fsys_xfs.c:537) on an absolute path; the name ends at the first blank."""
-        if not path.startswith("/"):
-            raise GrubError(Err.BAD_FILENAME, f"{path!r} is not an absolute path", code="bad-filename")
-        raw = path.encode("utf-8", "surrogateescape").split(b"\0", 1)[0]
+        raw = grub_path(path)
         problem = self._geometry_problem()
         if problem is not None:
             raise GrubError(Err.FSYS_CORRUPT, f"{self.vol.name}: XFS superblock with {problem}: GRUB's xfs "
